@@ -1,0 +1,74 @@
+"""Set criterion: match queries to targets with the summed task costs, then take the task losses.
+
+# B batch, N constituents, Q queries, T targets.
+"""
+
+import torch
+from torch import Tensor, nn
+
+from hepattn.models.matcher import HungarianMatcher
+from hepattn.models.tasks.base import ConstituentTask, ObjectTask
+
+
+def align_targets(batch: dict[str, Tensor], target_object: str, query_to_target: Tensor) -> dict[str, Tensor]:
+    """Gather every ``{target_object}_*`` field (B, T, ...) to query order (B, Q, ...); unmatched -> 0."""
+    matched = query_to_target >= 0
+    index = query_to_target.clamp_min(0)
+    aligned = {}
+    for key, value in batch.items():
+        if not key.startswith(f"{target_object}_"):
+            continue
+        idx = index.view(*index.shape, *([1] * (value.dim() - 2))).expand(-1, -1, *value.shape[2:])
+        keep = matched.view(*matched.shape, *([1] * (value.dim() - 2)))
+        aligned[key] = torch.where(keep, value.gather(1, idx), torch.zeros((), dtype=value.dtype))
+    return aligned
+
+
+class SetCriterion(nn.Module):
+    """For each decoder layer: sum the object tasks' costs, match, and take their weighted losses.
+
+    The final layer and the auxiliary (intermediate) layers go through the same code. Loss names are
+    ``{layer}/{task}/{loss}``; ``"loss"`` is their sum.
+    """
+
+    def __init__(self, matcher: HungarianMatcher, target_object: str = "particle", aux_loss: bool = True):
+        """Build the criterion.
+
+        Args:
+            matcher: turns the summed cost into an assignment.
+            target_object: the objects queries are matched to; ``{target_object}_valid`` marks real ones.
+            aux_loss: also supervise the intermediate decoder layers (else only the last).
+        """
+        super().__init__()
+        self.matcher = matcher
+        self.target_object = target_object
+        self.aux_loss = aux_loss
+
+    def match(self, layer_outputs: dict, tasks: list[ObjectTask], batch: dict, query_valid: Tensor) -> Tensor:
+        """The (B, Q) index of the target matched to each query (-1: none) for one layer."""
+        costs = [c for t in tasks if (c := t.cost(layer_outputs[t.name], batch)) is not None]
+        if not costs:
+            raise ValueError("no object task provides a matching cost")
+        return self.matcher(torch.stack(costs).sum(0), query_valid, batch[f"{self.target_object}_valid"])
+
+    def forward(self, outputs: dict, batch: dict[str, Tensor], tasks: list[nn.Module]) -> dict[str, Tensor]:
+        """Losses of a model's outputs (see ``MaskFormer.forward``) against the targets in ``batch``."""
+        losses = {}
+        for task in tasks:
+            if isinstance(task, ConstituentTask):
+                for name, value in task.loss(outputs["encoder"][task.name], batch).items():
+                    losses[f"encoder/{task.name}/{name}"] = value
+        object_tasks = [t for t in tasks if isinstance(t, ObjectTask)]
+        layers = sorted((k for k in outputs if k.startswith("layer_")), key=lambda k: int(k.split("_")[1]))
+        layers = layers if self.aux_loss else layers[-1:]
+        for layer in layers:
+            query_valid = outputs["queries"]["valid"]
+            query_to_target = self.match(outputs[layer], object_tasks, batch, query_valid)
+            aligned = align_targets(batch, self.target_object, query_to_target)
+            aligned["query_valid"] = query_valid
+            matched = query_to_target >= 0
+            for task in object_tasks:
+                for name, value in task.loss(outputs[layer][task.name], aligned, matched, batch).items():
+                    losses[f"{layer}/{task.name}/{name}"] = value
+        losses["loss"] = torch.stack(list(losses.values())).sum()
+        return losses

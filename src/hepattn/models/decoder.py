@@ -1,0 +1,158 @@
+"""Object-query decoder with mask attention.
+
+# B batch, N constituents, Q queries, D dim.
+"""
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from hepattn.models.attention import Attention
+from hepattn.models.layers import NormPlacement, feed_forward, layer_scale, norm_or_identity, norm_recipe
+
+MaskFn = Callable[[Tensor, Tensor], Tensor]  # (q (B,Q,D), x (B,N,D)) -> mask logits (B,Q,N)
+
+
+class DecoderLayer(nn.Module):
+    """Cross-attention from queries to constituents, query self-attention, then a feed-forward block."""
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int = 8,
+        kernel: str = "torch",
+        norm: NormPlacement = "pre",
+        qk_norm: bool = False,
+        layer_scale_init: float | None = None,
+        mlp: str = "swiglu",
+        mlp_ratio: float = 4.0,
+        mask_attention: bool = True,
+    ):
+        super().__init__()
+        recipe = norm_recipe(norm, qk_norm)
+        self.cross_in = norm_or_identity(dim, recipe.attn_in)
+        self.cross_attn = Attention(dim, num_heads, kernel, attn_mask=mask_attention, qk_norm=recipe.qk_norm)
+        self.cross_scale = layer_scale(dim, layer_scale_init)
+        self.cross_out = norm_or_identity(dim, recipe.attn_out)
+        self.self_in = norm_or_identity(dim, recipe.attn_in)
+        self.self_attn = Attention(dim, num_heads, kernel, qk_norm=recipe.qk_norm)
+        self.self_scale = layer_scale(dim, layer_scale_init)
+        self.self_out = norm_or_identity(dim, recipe.attn_out)
+        self.mlp_in = norm_or_identity(dim, recipe.mlp_in)
+        self.mlp = feed_forward(mlp, dim, mlp_ratio)
+        self.mlp_scale = layer_scale(dim, layer_scale_init)
+        self.mlp_out = norm_or_identity(dim, recipe.mlp_out)
+
+    def forward(self, q: Tensor, x: Tensor, x_valid=None, q_valid=None, attn_valid=None) -> Tensor:
+        a, _ = self.cross_attn(self.cross_in(q), x, kv_valid=x_valid, attn_valid=attn_valid)
+        q = self.cross_out(q + self.cross_scale(a))
+        s, _ = self.self_attn(self.self_in(q), x_valid=q_valid)
+        q = self.self_out(q + self.self_scale(s))
+        return self.mlp_out(q + self.mlp_scale(self.mlp(self.mlp_in(q))))
+
+
+def attention_mask(mask_logits: Tensor, x_valid: Tensor | None) -> Tensor:
+    """Mask attention (Mask2Former, arXiv 2112.01527): what each query may attend to.
+
+    A query attends only to the constituents its current mask keeps (sigmoid > 0.5); a query whose
+    kept set is empty attends to all.
+    """
+    keep = mask_logits.detach() > 0
+    if x_valid is not None:
+        keep = keep & x_valid.unsqueeze(1)
+    return keep | ~keep.any(dim=-1, keepdim=True)
+
+
+class Decoder(nn.Module):
+    """A stack of ``DecoderLayer``; returns the query state after every layer."""
+
+    def __init__(
+        self,
+        dim: int,
+        depth: int,
+        num_heads: int = 8,
+        kernel: str = "torch",
+        norm: NormPlacement = "pre",
+        qk_norm: bool = False,
+        layer_scale_init: float | None = None,
+        mlp: str = "swiglu",
+        mlp_ratio: float = 4.0,
+        mask_attention: bool = True,
+    ):
+        super().__init__()
+        self.mask_attention = mask_attention
+        self.layers = nn.ModuleList(
+            DecoderLayer(
+                dim, num_heads, kernel, norm, qk_norm, layer_scale_init, mlp, mlp_ratio, mask_attention
+            )
+            for _ in range(depth)
+        )
+        self.out_norm = norm_or_identity(dim, norm_recipe(norm, qk_norm).final)
+
+    def forward(
+        self, q: Tensor, x: Tensor, x_valid=None, q_valid=None, mask_fn: MaskFn | None = None
+    ) -> list[Tensor]:
+        """Run the queries through every layer.
+
+        Args:
+            q: (B, Q, D) initial queries.
+            x: (B, N, D) encoded constituents.
+            x_valid: (B, N) constituent padding mask.
+            q_valid: (B, Q) query padding mask.
+            mask_fn: maps (queries, constituents) to mask logits (B, Q, N); needed with mask attention.
+
+        Returns:
+            The (B, Q, D) query state after each layer (output-normed), first layer first.
+        """
+        if self.mask_attention and mask_fn is None:
+            raise ValueError("a decoder with mask attention needs a mask_fn (an object mask task)")
+        states = []
+        for layer in self.layers:
+            attn_valid = (
+                attention_mask(mask_fn(self.out_norm(q), x), x_valid) if self.mask_attention else None
+            )
+            q = layer(q, x, x_valid, q_valid, attn_valid)
+            states.append(self.out_norm(q))
+        return states
+
+
+class LearnedQueries(nn.Module):
+    """A fixed set of Q learned query vectors, the same for every event (DETR)."""
+
+    def __init__(self, num_queries: int, dim: int):
+        super().__init__()
+        self.queries = nn.Parameter(torch.randn(num_queries, dim) * 0.02)
+
+    def forward(self, x: Tensor, x_valid=None, encoder_outputs=None) -> tuple[Tensor, Tensor, Tensor | None]:
+        """Returns queries (B, Q, D), query_valid (B, Q) and no constituent index."""
+        q = self.queries.to(x.dtype).expand(x.shape[0], -1, -1)
+        return q, torch.ones(q.shape[:2], dtype=torch.bool, device=x.device), None
+
+
+class DynamicQueries(nn.Module):
+    """Queries initialised from the Q constituents that an encoder head scores highest as object seeds.
+
+    The seed head is a constituent task (e.g. "is this the first hit of a particle") trained with its
+    own loss; its top-Q constituents' embeddings, projected, start the decoder (dynamic queries as in
+    arXiv 2606.17631). Events with fewer valid constituents than Q get invalid queries.
+    """
+
+    def __init__(self, num_queries: int, dim: int, seed_task: str):
+        super().__init__()
+        self.num_queries = num_queries
+        self.seed_task = seed_task
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(
+        self, x: Tensor, x_valid: Tensor | None, encoder_outputs: dict
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Returns queries (B, Q, D), query_valid (B, Q) and the chosen constituent indices (B, Q)."""
+        score = encoder_outputs[self.seed_task]["logit"].detach()
+        if x_valid is not None:
+            score = score.masked_fill(~x_valid, float("-inf"))
+        k = min(self.num_queries, x.shape[1])
+        index = score.topk(k, dim=-1).indices
+        q = self.proj(x.gather(1, index.unsqueeze(-1).expand(-1, -1, x.shape[-1])))
+        q_valid = torch.ones_like(index, dtype=torch.bool) if x_valid is None else x_valid.gather(1, index)
+        return q, q_valid, index

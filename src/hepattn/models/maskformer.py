@@ -1,0 +1,95 @@
+"""The MaskFormer: embed -> encoder -> (queries -> decoder) -> task heads. Returns outputs only.
+
+# B batch, N constituents, Q queries, D dim.
+"""
+
+from torch import Tensor, nn
+
+from hepattn.models.decoder import Decoder, DynamicQueries, LearnedQueries
+from hepattn.models.embed import InputNet
+from hepattn.models.encoder import Encoder
+from hepattn.models.tasks.base import ConstituentTask, ObjectTask
+from hepattn.models.tasks.mask import ObjectMaskTask
+
+
+class MaskFormer(nn.Module):
+    """Set prediction over constituents with one encoder-decoder transformer.
+
+    Without a decoder it is a constituent classifier (e.g. a hit filter). Matching and losses live in
+    ``SetCriterion``; turning outputs into predictions is each task's ``predict``.
+    """
+
+    def __init__(
+        self,
+        input_net: InputNet,
+        encoder: Encoder,
+        tasks: list[nn.Module],
+        decoder: Decoder | None = None,
+        queries: LearnedQueries | DynamicQueries | None = None,
+        sort_field: str | None = "phi",
+    ):
+        """Wire the model.
+
+        Args:
+            input_net: embeds the constituent fields; its ``input_name`` names the constituents.
+            encoder: encodes the constituents, sorted by ``sort_field``.
+            tasks: ConstituentTasks (on the encoder output) and ObjectTasks (on every decoder layer).
+            decoder: the query decoder; None for an encoder-only model.
+            queries: makes the initial queries; needed with a decoder.
+            sort_field: constituent field the encoder sorts by (None: keep the input order).
+        """
+        super().__init__()
+        self.input_name = input_net.input_name
+        self.input_net = input_net
+        self.encoder = encoder
+        self.decoder = decoder
+        self.queries = queries
+        self.sort_field = sort_field
+        self.tasks = nn.ModuleList(tasks)
+        self.constituent_tasks = [t for t in tasks if isinstance(t, ConstituentTask)]
+        self.object_tasks = [t for t in tasks if isinstance(t, ObjectTask)]
+        mask_tasks = [t for t in self.object_tasks if isinstance(t, ObjectMaskTask)]
+        self.mask_task = mask_tasks[0] if mask_tasks else None
+        if (decoder is None) != (queries is None):
+            raise ValueError("a decoder needs queries and queries need a decoder")
+        if decoder is not None and decoder.mask_attention and self.mask_task is None:
+            raise ValueError("mask attention needs an ObjectMaskTask among the tasks")
+        names = [t.name for t in tasks]
+        if len(set(names)) != len(names):
+            raise ValueError(f"task names must be unique, got {names}")
+
+    def forward(self, batch: dict[str, Tensor]) -> dict[str, dict]:
+        """Run the model on a batch.
+
+        Args:
+            batch: the ``data.batch`` dict: ``{input}_{field}`` (B, N) features and ``{input}_valid``.
+
+        Returns:
+            ``{"encoder": {task: {name: tensor}}}`` with the ConstituentTask outputs, e.g.
+            ``["encoder"]["hit_filter"]["logit"]`` (B, N); with a decoder also
+            ``{"layer_{i}": {task: {name: tensor}}}`` for every decoder layer i (the last layer is the
+            prediction; the others are auxiliary), e.g. ``["layer_3"]["track_valid"]["logit"]`` (B, Q),
+            ``["layer_3"]["track_hit"]["logit"]`` (B, Q, N); and ``{"queries": {"valid": (B, Q),
+            "index": (B, Q) seed constituents or None}}``.
+        """
+        x_valid = batch[f"{self.input_name}_valid"]
+        sort_key = None if self.sort_field is None else batch[f"{self.input_name}_{self.sort_field}"]
+        x = self.encoder(self.input_net(batch), x_valid, sort_key)
+        outputs: dict[str, dict] = {"encoder": {t.name: t(x) for t in self.constituent_tasks}}
+        if self.decoder is None:
+            return outputs
+        q, q_valid, index = self.queries(x, x_valid, outputs["encoder"])
+        outputs["queries"] = {"valid": q_valid, "index": index}
+        mask_fn = None if self.mask_task is None else self.mask_task.mask_logits
+        for i, q_i in enumerate(self.decoder(q, x, x_valid, q_valid, mask_fn)):
+            outputs[f"layer_{i}"] = {t.name: t(q_i, x) for t in self.object_tasks}
+        return outputs
+
+    def predict(self, outputs: dict[str, dict]) -> dict[str, dict[str, Tensor]]:
+        """Each task's predictions from the final outputs: ``{task: {name: tensor}}``."""
+        preds = {t.name: t.predict(outputs["encoder"][t.name]) for t in self.constituent_tasks}
+        if self.decoder is not None:
+            last = outputs[f"layer_{len(self.decoder.layers) - 1}"]
+            preds |= {t.name: t.predict(last[t.name]) for t in self.object_tasks}
+            preds["queries"] = outputs["queries"]
+        return preds

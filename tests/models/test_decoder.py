@@ -1,0 +1,76 @@
+import torch
+
+from hepattn.models.decoder import Decoder, DecoderLayer, DynamicQueries, LearnedQueries, attention_mask
+
+D, H = 32, 4
+
+
+def test_attention_mask_keeps_positive_logits_and_opens_empty_rows():
+    logits = torch.tensor([[[1.0, -1.0, 2.0], [-1.0, -1.0, -1.0], [-1.0, -1.0, 3.0]]])
+    x_valid = torch.tensor([[True, True, False]])
+    keep = attention_mask(logits, x_valid)
+    # query 0 keeps hit 0 (hit 2 is padding); query 1 keeps nothing -> attends to all;
+    # query 2 keeps only a padded hit -> empty after padding -> attends to all
+    assert keep.tolist() == [[[True, False, False], [True, True, True], [True, True, True]]]
+
+
+def test_masked_query_ignores_constituents_outside_its_mask():
+    torch.manual_seed(0)
+    layer = DecoderLayer(D, H).eval()
+    q, x = torch.randn(1, 3, D), torch.randn(1, 10, D)
+    attn_valid = torch.zeros(1, 3, 10, dtype=torch.bool)
+    attn_valid[0, 0, :5] = True  # query 0 sees hits 0-4
+    attn_valid[0, 1:, :] = True
+    x2 = x.clone()
+    x2[0, 7] += 3.0  # a hit outside query 0's mask
+    out, out2 = layer(q, x, attn_valid=attn_valid), layer(q, x2, attn_valid=attn_valid)
+    # query 0 only changes through self-attention with the other queries; cut that by looking at a
+    # one-query decoder
+    assert not torch.allclose(out[0, 1], out2[0, 1])
+    layer1 = DecoderLayer(D, H).eval()
+    a, b = (
+        layer1(q[:, :1], x, attn_valid=attn_valid[:, :1]),
+        layer1(q[:, :1], x2, attn_valid=attn_valid[:, :1]),
+    )
+    torch.testing.assert_close(a, b)
+
+
+def test_decoder_returns_every_layer_state():
+    torch.manual_seed(0)
+    dec = Decoder(D, depth=3, num_heads=H, mask_attention=False)
+    states = dec(torch.randn(2, 5, D), torch.randn(2, 9, D))
+    assert len(states) == 3
+    assert all(s.shape == (2, 5, D) for s in states)
+    assert not torch.allclose(states[0], states[-1])
+
+
+def test_decoder_with_mask_attention_uses_the_mask_function():
+    torch.manual_seed(0)
+    dec = Decoder(D, depth=2, num_heads=H, mask_attention=True)
+    q, x = torch.randn(1, 4, D), torch.randn(1, 9, D)
+    calls = []
+
+    def mask_fn(q_, x_):
+        calls.append(q_.shape)
+        return torch.randn(1, 4, 9)
+
+    dec(q, x, mask_fn=mask_fn)
+    assert calls == [(1, 4, D)] * 2  # once before each layer
+
+
+def test_dynamic_queries_start_from_the_highest_scoring_valid_constituents():
+    queries = DynamicQueries(num_queries=3, dim=D, seed_task="seed")
+    x = torch.randn(2, 6, D)
+    x_valid = torch.tensor([[True] * 6, [True, True, False, False, False, False]])
+    score = torch.tensor([[0.0, 5.0, 1.0, 4.0, -1.0, 3.0], [2.0, 1.0, 9.0, 9.0, 9.0, 9.0]])
+    q, q_valid, index = queries(x, x_valid, {"seed": {"logit": score}})
+    assert index[0].tolist() == [1, 3, 5]
+    assert index[1, :2].tolist() == [0, 1]  # padded constituents are never seeds
+    assert q_valid.tolist() == [[True] * 3, [True, True, False]]
+    torch.testing.assert_close(q[0, 0], queries.proj(x[0, 1]))
+
+
+def test_learned_queries_are_shared_by_all_events():
+    q, q_valid, index = LearnedQueries(4, D)(torch.randn(3, 7, D))
+    assert q.shape == (3, 4, D) and q_valid.all() and index is None
+    torch.testing.assert_close(q[0], q[2])
