@@ -19,13 +19,19 @@ def circle_event(
     min_tracks: int = 3,
     max_tracks: int = 8,
     num_noise: int = 10,
+    min_radius: float = 1.0,
+    max_radius: float = 5.0,
     phi_resolution: float = 0.002,
 ) -> dict[str, torch.Tensor]:
-    """One event as a ``data.batch`` dict: ``hit_*`` inputs and ``circle_*`` targets."""
+    """One event as a ``data.batch`` dict: ``hit_*`` inputs and ``circle_*`` targets.
+
+    Layers sit at radii 1/L, 2/L, ..., 1. Circle radii are uniform in [min_radius, max_radius] (in units
+    of the outer layer radius; above 0.5 so that every circle crosses every layer).
+    """
     k = int(torch.randint(min_tracks, max_tracks + 1, (1,), generator=g))
     radii = torch.arange(1, num_layers + 1, dtype=torch.float32) / num_layers
     alpha = (torch.rand(k, 1, generator=g) * 2 - 1) * math.pi
-    big_r = 0.6 + torch.rand(k, 1, generator=g) * 2.4
+    big_r = min_radius + torch.rand(k, 1, generator=g) * (max_radius - min_radius)
     charge = torch.randint(0, 2, (k, 1), generator=g) * 2 - 1
     smear = phi_resolution * torch.randn(k, num_layers, generator=g)
     phi = alpha - charge * torch.asin(radii / (2 * big_r)) + smear
@@ -42,6 +48,9 @@ def circle_event(
         "hit_x": r_all * torch.cos(phi_all),
         "hit_y": r_all * torch.sin(phi_all),
         "hit_r": r_all,
+        # conformal map: circles through the origin become straight lines (scaled to |u|, |v| <= 1)
+        "hit_u": radii[0] * r_all.reciprocal() * torch.cos(phi_all),
+        "hit_v": radii[0] * r_all.reciprocal() * torch.sin(phi_all),
         "hit_phi": phi_all,
         "hit_valid": torch.ones(len(owner), dtype=torch.bool),
         "hit_seed": first_layer & (owner >= 0),

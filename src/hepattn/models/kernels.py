@@ -118,6 +118,26 @@ def torch_kernel(
     return _sdpa(q, k, v, valid)
 
 
+@torch.library.custom_op("hepattn::realize", mutates_args=())
+def _realize(t: Tensor) -> Tensor:
+    """A copy that inductor keeps as a named buffer instead of fusing it into its consumer."""
+    return t.clone()
+
+
+@_realize.register_fake
+def _(t: Tensor) -> Tensor:
+    return torch.empty_like(t)
+
+
+def _realized(mask: Tensor | None) -> Tensor | None:
+    """A mask that the flex mask_mod can capture under torch.compile on CPU.
+
+    Inductor's CPU flex template (torch 2.13) cannot take a captured tensor that is an unfused elementwise
+    result, such as a gathered kv_valid or a computed attn_valid: it raises NoValidChoicesError.
+    """
+    return None if mask is None else _realize(mask)
+
+
 def ring_allowed(pi: Tensor, pj: Tensor, n: Tensor, window: int, wrap: bool, num_global: int) -> Tensor:
     """Window rule at positions pi, pj of an event with n valid constituents, G global tokens first."""
     d = (pi - pj).abs()
@@ -147,6 +167,7 @@ def flex_kernel(
     Nk = k.shape[2]
     if q.device.type == "cpu":  # inductor's CPU flex template fails on views of a 2D projection output
         q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+        kv_valid, attn_valid = _realized(kv_valid), _realized(attn_valid)
     mods = []
     if kv_valid is not None:
         mods.append(lambda b, h, qi, kj: kv_valid[b, kj])
