@@ -1,0 +1,18 @@
+import subprocess
+import sys
+
+from hepattn.cli import main
+
+
+def test_help_lists_the_commands():
+    result = subprocess.run(
+        [sys.executable, "-m", "hepattn.cli", "--help"], capture_output=True, text=True, check=True
+    )
+    assert "info" in result.stdout
+
+
+def test_info_reports_every_kernel(capsys):
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    for kernel in ("torch", "flex", "flash"):
+        assert f"kernel {kernel}" in out
