@@ -1,0 +1,185 @@
+"""From a TrackML event to the model's input dict.
+
+``prepare_event`` turns the hits, particles, truth (and cells, when present) of one event into
+plain numpy arrays: per-hit features, per-particle targets and the hit-particle assignment. That is
+what ``hepattn prep`` caches, so training never parses CSV. ``TrackMLDataset`` loads the cache and
+applies the selection cuts, giving one ``data.batch`` event dict per item.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset
+
+from hepattn.data import kinematics as kin
+
+HIT_FEATURES = ("x", "y", "z", "r", "phi", "eta", "theta", "u", "v")
+CELL_FEATURES = ("ncells", "charge", "extent_u", "extent_v")
+PARTICLE_FIELDS = ("pt", "eta", "phi", "q", "vz", "nhits")
+
+# Named scalings that bring every feature to order one (lengths in m, conformal in 1/m ...).
+FEATURE_SCALES = {"x": 1e-3, "y": 1e-3, "z": 1e-3, "r": 1e-3, "u": 1e3 / 30, "v": 1e3 / 30, "charge": 1.0}
+
+
+def hit_features(hits: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Geometric features of each hit, in TrackML units (mm)."""
+    x, y, z = (hits[c].to_numpy(np.float64) for c in ("x", "y", "z"))
+    r = kin.radius(x, y)
+    u, v = kin.conformal(x, y)
+    feats = {
+        "x": x,
+        "y": y,
+        "z": z,
+        "r": r,
+        "phi": kin.phi(x, y),
+        "eta": kin.eta(r, z),
+        "theta": kin.theta(r, z),
+    }
+    return {k: a.astype(np.float32) for k, a in (feats | {"u": u, "v": v}).items()}
+
+
+def cell_features(hits: pd.DataFrame, cells: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Per-hit cluster shape: number of cells, summed charge, extent along the two channels."""
+    groups = cells.groupby("hit_id")
+    stats = pd.DataFrame(
+        {
+            "ncells": groups.size(),
+            "charge": groups["value"].sum(),
+            "extent_u": groups["ch0"].max() - groups["ch0"].min() + 1,
+            "extent_v": groups["ch1"].max() - groups["ch1"].min() + 1,
+        }
+    ).reindex(hits["hit_id"].to_numpy(), fill_value=0)
+    return {k: stats[k].to_numpy(np.float32) for k in CELL_FEATURES}
+
+
+def particle_fields(particles: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Target properties of each particle at production."""
+    px, py, pz = (particles[c].to_numpy(np.float64) for c in ("px", "py", "pz"))
+    pt = kin.pt(px, py)
+    return {
+        "pt": pt.astype(np.float32),
+        "eta": kin.eta(pt, pz).astype(np.float32),
+        "phi": kin.phi(px, py).astype(np.float32),
+        "q": particles["q"].to_numpy(np.float32),
+        "vz": particles["vz"].to_numpy(np.float32),
+    }
+
+
+def prepare_event(frames: dict[str, pd.DataFrame], volumes: list[int] | None = None) -> dict[str, np.ndarray]:
+    """The arrays of one event: hits in ``volumes`` with features and truth, and their particles.
+
+    Args:
+        frames: TrackML parts as read by ``data.trackml.read_event``: hits, particles, truth and,
+            optionally, cells.
+        volumes: detector volumes to keep (e.g. the pixel volumes 7, 8, 9); None keeps all.
+
+    Returns:
+        ``hit_{feature}`` (N,), ``hit_particle`` (N,) index into the particles (-1 for noise or a
+        particle absent from the particle table), ``particle_{field}`` (P,) including ``nhits``
+        counted in the selected volumes, and ``particle_id`` (P,).
+    """
+    hits = frames["hits"].merge(frames["truth"][["hit_id", "particle_id"]], on="hit_id", how="left")
+    if volumes is not None:
+        hits = hits[hits["volume_id"].isin(volumes)]
+    particles = frames["particles"].reset_index(drop=True)
+    index = pd.Series(np.arange(len(particles)), index=particles["particle_id"].to_numpy())
+    owner = hits["particle_id"].map(index).fillna(-1).to_numpy(np.int64)
+    out = {f"hit_{k}": a for k, a in hit_features(hits).items()}
+    if "cells" in frames:
+        out |= {f"hit_{k}": a for k, a in cell_features(hits, frames["cells"]).items()}
+    out["hit_particle"] = owner
+    out |= {f"particle_{k}": a for k, a in particle_fields(particles).items()}
+    out["particle_nhits"] = np.bincount(owner[owner >= 0], minlength=len(particles)).astype(np.float32)
+    out["particle_id"] = particles["particle_id"].to_numpy(np.int64)
+    return out
+
+
+@dataclass(frozen=True)
+class TargetCuts:
+    """Which particles are reconstruction targets (reconstructable particles)."""
+
+    min_pt: float = 1.0  # GeV
+    max_eta: float = 4.0
+    min_hits: int = 3  # in the selected volumes
+
+    def select(self, event: dict[str, np.ndarray]) -> np.ndarray:
+        return (
+            (event["particle_pt"] >= self.min_pt)
+            & (np.abs(event["particle_eta"]) <= self.max_eta)
+            & (event["particle_nhits"] >= self.min_hits)
+        )
+
+
+def seed_hits(event: dict[str, np.ndarray], target_index: np.ndarray) -> np.ndarray:
+    """(N,) True on the hit of each target particle closest to the beam line (its first hit)."""
+    owner, r = event["hit_particle"], event["hit_r"]
+    seed = np.zeros(len(owner), dtype=bool)
+    for p in target_index:
+        hits = np.flatnonzero(owner == p)
+        if len(hits):
+            seed[hits[np.argmin(r[hits])]] = True
+    return seed
+
+
+def to_model_inputs(
+    event: dict[str, np.ndarray], cuts: TargetCuts, hit_fields: list[str]
+) -> dict[str, torch.Tensor]:
+    """One event as a ``data.batch`` dict: scaled hit fields, targets, masks and labels."""
+    target = np.flatnonzero(cuts.select(event))
+    owner = event["hit_particle"]
+    out = {
+        f"hit_{f}": torch.from_numpy(event[f"hit_{f}"] * np.float32(FEATURE_SCALES.get(f, 1.0)))
+        for f in hit_fields
+    }
+    out["hit_valid"] = torch.ones(len(owner), dtype=torch.bool)
+    out["hit_on_target"] = torch.from_numpy(np.isin(owner, target))
+    out["hit_seed"] = torch.from_numpy(seed_hits(event, target))
+    out["particle_valid"] = torch.ones(len(target), dtype=torch.bool)
+    for f in PARTICLE_FIELDS:
+        out[f"particle_{f}"] = torch.from_numpy(event[f"particle_{f}"][target])
+    out["particle_hit_valid"] = torch.from_numpy(owner[None, :] == target[:, None])
+    return out
+
+
+def save_event(path: Path, event: dict[str, np.ndarray]) -> None:
+    """Write a prepared event atomically (temp file, then rename) as an uncompressed .npz."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        np.savez(f, **event)
+    tmp.replace(path)
+
+
+def load_event(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path) as data:
+        return {k: data[k] for k in data.files}
+
+
+class TrackMLDataset(Dataset):
+    """Prepared events (``*.npz`` from ``hepattn prep``) as model input dicts."""
+
+    def __init__(
+        self, directory: str | Path, hit_fields: list[str], cuts: TargetCuts | None = None, limit=None
+    ):
+        directory = Path(directory)
+        if not directory.is_dir():
+            raise FileNotFoundError(
+                f"prepared-event directory {directory} does not exist (run `hepattn prep`)"
+            )
+        self.files = sorted(directory.glob("event*.npz"))[:limit]
+        if not self.files:
+            raise FileNotFoundError(f"no prepared events (event*.npz) in {directory}")
+        unknown = set(hit_fields) - set(HIT_FEATURES) - set(CELL_FEATURES)
+        if unknown:
+            raise ValueError(f"unknown hit fields {sorted(unknown)}; known: {HIT_FEATURES + CELL_FEATURES}")
+        self.hit_fields = list(hit_fields)
+        self.cuts = cuts or TargetCuts()
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return to_model_inputs(load_event(self.files[i]), self.cuts, self.hit_fields)

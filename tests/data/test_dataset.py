@@ -1,0 +1,95 @@
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from hepattn.data.batch import collate
+from hepattn.data.dataset import (
+    TargetCuts,
+    TrackMLDataset,
+    load_event,
+    prepare_event,
+    save_event,
+    to_model_inputs,
+)
+
+
+def frames():
+    # particle 11: pT 2 GeV along +x, 3 pixel hits + 1 strip hit; particle 22: pT 0.5 GeV; hit 6 is noise
+    hits = pd.DataFrame(
+        {
+            "hit_id": [1, 2, 3, 4, 5, 6, 7],
+            "x": [30.0, 70.0, 110.0, 500.0, 0.0, -40.0, 0.0],
+            "y": [0.0, 0.0, 0.0, 0.0, 50.0, -40.0, 90.0],
+            "z": [0.0, 10.0, 20.0, 30.0, 50.0, 0.0, 90.0],
+            "volume_id": [8, 8, 8, 13, 8, 8, 8],
+        }
+    )
+    truth = pd.DataFrame({"hit_id": [1, 2, 3, 4, 5, 6, 7], "particle_id": [11, 11, 11, 11, 22, 0, 22]})
+    particles = pd.DataFrame(
+        {
+            "particle_id": [11, 22],
+            "vx": [0.0, 0.0],
+            "vy": [0.0, 0.0],
+            "vz": [1.5, -2.0],
+            "px": [2.0, 0.0],
+            "py": [0.0, 0.5],
+            "pz": [0.0, 0.5],
+            "q": [1, -1],
+            "nhits": [4, 2],
+        }
+    )
+    cells = pd.DataFrame(
+        {"hit_id": [1, 1, 1, 2], "ch0": [10, 11, 12, 5], "ch1": [3, 3, 4, 7], "value": [0.5, 0.25, 0.25, 1.0]}
+    )
+    return {"hits": hits, "truth": truth, "particles": particles, "cells": cells}
+
+
+def test_prepare_event_features_truth_and_volume_selection():
+    event = prepare_event(frames(), volumes=[8])
+    assert len(event["hit_x"]) == 6  # the strip hit (volume 13) is dropped
+    np.testing.assert_allclose(event["hit_r"][:3], [30, 70, 110])
+    np.testing.assert_allclose(event["hit_phi"][4], -3 * np.pi / 4, rtol=1e-6)
+    np.testing.assert_allclose(event["hit_eta"][5], np.arcsinh(1.0), rtol=1e-6)
+    np.testing.assert_allclose(event["hit_u"][0], 1 / 30, rtol=1e-6)
+    assert event["hit_particle"].tolist() == [0, 0, 0, 1, -1, 1]
+    assert event["particle_nhits"].tolist() == [3, 2]  # counted in the selected volumes only
+    np.testing.assert_allclose(event["particle_pt"], [2.0, 0.5])
+    np.testing.assert_allclose(event["particle_eta"], [0.0, np.arcsinh(1.0)], rtol=1e-6)
+    assert event["hit_ncells"].tolist() == [3, 1, 0, 0, 0, 0]
+    assert event["hit_charge"][0] == 1.0 and event["hit_extent_u"][0] == 3 and event["hit_extent_v"][0] == 2
+
+
+def test_model_inputs_apply_the_target_cuts():
+    event = prepare_event(frames(), volumes=[8])
+    inputs = to_model_inputs(event, TargetCuts(min_pt=1.0, min_hits=3), ["x", "r", "phi"])
+    assert inputs["particle_valid"].tolist() == [True]  # only particle 11 passes pT > 1 GeV
+    assert inputs["particle_hit_valid"].tolist() == [[True, True, True, False, False, False]]
+    assert inputs["hit_on_target"].tolist() == [True, True, True, False, False, False]
+    assert inputs["hit_seed"].tolist() == [True, False, False, False, False, False]  # the innermost hit
+    torch.testing.assert_close(inputs["hit_r"][:3], torch.tensor([0.03, 0.07, 0.11]))  # mm -> m
+    loose = to_model_inputs(event, TargetCuts(min_pt=0.1, min_hits=2), ["x"])
+    assert loose["particle_valid"].sum() == 2 and loose["hit_seed"].sum() == 2
+
+
+def test_prepared_events_round_trip_and_feed_the_batch(tmp_path):
+    event = prepare_event(frames())
+    save_event(tmp_path / "event000000001.npz", event)
+    save_event(tmp_path / "event000000002.npz", prepare_event(frames(), volumes=[8]))
+    loaded = load_event(tmp_path / "event000000001.npz")
+    assert loaded.keys() == event.keys()
+    assert all(np.array_equal(loaded[k], event[k]) for k in event)
+    assert not list(tmp_path.glob("*.tmp"))
+    dataset = TrackMLDataset(tmp_path, ["x", "y", "ncells"], TargetCuts(min_pt=1.0, min_hits=3))
+    batch = collate([dataset[0], dataset[1]])
+    assert batch["hit_valid"].sum(1).tolist() == [7, 6]
+
+
+def test_dataset_errors_name_the_problem(tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing"):
+        TrackMLDataset(tmp_path / "missing", ["x"])
+    with pytest.raises(FileNotFoundError, match="no prepared events"):
+        TrackMLDataset(tmp_path, ["x"])
+    save_event(tmp_path / "event000000001.npz", prepare_event(frames()))
+    with pytest.raises(ValueError, match="energy"):
+        TrackMLDataset(tmp_path, ["energy"])
