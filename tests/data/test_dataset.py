@@ -93,3 +93,19 @@ def test_dataset_errors_name_the_problem(tmp_path):
     save_event(tmp_path / "event000000001.npz", prepare_event(frames()))
     with pytest.raises(ValueError, match="energy"):
         TrackMLDataset(tmp_path, ["energy"])
+
+
+def test_datamodule_batches_prepared_events(tmp_path):
+    from hepattn.data.datamodule import TrackMLDataModule
+
+    for i in range(3):
+        save_event(tmp_path / f"event00000000{i}.npz", prepare_event(frames(), volumes=[8]))
+    dm = TrackMLDataModule(
+        train_dir=str(tmp_path), hit_fields=("x", "phi"), batch_size=2, min_pt=0.1, min_hits=2
+    )
+    batches = list(dm.train_dataloader())
+    assert [b["hit_valid"].shape[0] for b in batches] == [2, 1]
+    assert batches[0]["particle_hit_valid"].shape == (2, 2, 6)
+    assert dm.input_fields == ["x", "phi"]
+    with pytest.raises(ValueError, match="val_dir"):
+        dm.val_dataloader()
