@@ -8,7 +8,9 @@ random phi.
 
 import math
 
+import lightning as L
 import torch
+from torch.utils.data import DataLoader
 
 from hepattn.data.batch import collate
 
@@ -61,3 +63,59 @@ def circle_event(
 
 def circle_batch(g: torch.Generator, size: int, **kwargs) -> dict[str, torch.Tensor]:
     return collate([circle_event(g, **kwargs) for _ in range(size)])
+
+
+class CircleDataset(torch.utils.data.Dataset):
+    """A fixed, seeded set of circle events (event i is the same every epoch)."""
+
+    def __init__(self, num_events: int, seed: int, **event_kwargs):
+        self.num_events, self.seed, self.event_kwargs = num_events, seed, event_kwargs
+
+    def __len__(self) -> int:
+        return self.num_events
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + i)
+        return circle_event(g, **self.event_kwargs)
+
+
+class CircleDataModule(L.LightningDataModule):
+    """Circle events for trying the library without detector data (see ``circle_event``)."""
+
+    def __init__(
+        self,
+        num_train: int = 16_384,
+        num_val: int = 256,
+        num_test: int = 256,
+        batch_size: int = 16,
+        seed: int = 0,
+        num_layers: int = 8,
+        min_tracks: int = 3,
+        max_tracks: int = 8,
+        num_noise: int = 10,
+    ):
+        super().__init__()
+        kwargs = dict(
+            num_layers=num_layers, min_tracks=min_tracks, max_tracks=max_tracks, num_noise=num_noise
+        )
+        self.splits = {
+            "train": CircleDataset(num_train, 3 * seed, **kwargs),
+            "val": CircleDataset(num_val, 3 * seed + 1, **kwargs),
+            "test": CircleDataset(num_test, 3 * seed + 2, **kwargs),
+        }
+        self.batch_size = batch_size
+
+    def loader(self, split: str, shuffle: bool = False) -> DataLoader:
+        return DataLoader(self.splits[split], batch_size=self.batch_size, shuffle=shuffle, collate_fn=collate)
+
+    def train_dataloader(self) -> DataLoader:
+        return self.loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self.loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self.loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self.loader("test")
