@@ -16,7 +16,7 @@ from hepattn.models.tasks.classify import ObjectValidTask
 from hepattn.models.tasks.filter import ConstituentClassificationTask
 from hepattn.models.tasks.mask import ObjectMaskTask
 
-TRAIN_STEPS = 1200  # about 50 s on 2 CPU cores
+TRAIN_STEPS = 1200  # about 65 s on 2 CPU cores
 D = 64
 MASK_WEIGHTS = {"bce": 5.0, "dice": 2.0}
 
