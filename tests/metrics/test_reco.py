@@ -57,3 +57,19 @@ def test_invalid_predictions_are_ignored():
     truth = [hits(12, 0, 1, 2, 3)]
     counts, _ = rates([hits(12, 0, 1, 2, 3), hits(12, 5, 6, 7)], truth, pred_valid=[True, False])
     assert counts["tracks"] == 1 and counts["fake_tracks"] == 0
+
+
+def test_trackml_score_of_a_perfect_and_of_a_broken_reconstruction():
+    import numpy as np
+
+    from hepattn.metrics.reco import trackml_score
+
+    particle = np.array([1, 1, 1, 1, 2, 2, 2, 0, 0])
+    weight = np.array([0.1, 0.2, 0.2, 0.1, 0.1, 0.1, 0.2, 0.0, 0.0])
+    assert trackml_score(particle * 7 + 3, particle, weight) == 1.0  # track ids are arbitrary labels
+    # particle 1 split 2 + 2: no half has more than half of its hits; particle 2 still found
+    split = np.array([10, 10, 11, 11, 12, 12, 12, 13, 14])
+    assert abs(trackml_score(split, particle, weight) - 0.4 / 1.0) < 1e-12
+    # particle 2's track also takes a hit of particle 1: both still found; the stolen hit does not count
+    stolen = np.array([1, 1, 1, 2, 2, 2, 2, 0, 0])
+    assert abs(trackml_score(stolen, particle, weight) - (0.5 + 0.4)) < 1e-12

@@ -11,6 +11,7 @@ Track matching definitions (see also docs/metrics.md once the tracking experimen
   DM-matches a particle that another predicted track also DM-matches (all but one count).
 """
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -76,3 +77,31 @@ def track_rates(counts: dict[str, int]) -> dict[str, float]:
         "fake_rate": counts["fake_tracks"] / tracks,
         "duplicate_rate": counts["duplicate_tracks"] / tracks,
     }
+
+
+def trackml_score(hit_track: np.ndarray, hit_particle: np.ndarray, hit_weight: np.ndarray) -> float:
+    """The TrackML challenge score of one event (arXiv 1904.06778, section 3).
+
+    A (track, particle) pair counts when more than half of the track's hits belong to the particle
+    and more than half of the particle's hits are on the track; the score is the summed truth
+    weight of the hits they share. Weights are normalised so that a perfect event scores 1; noise
+    hits have weight 0.
+
+    Args:
+        hit_track: (N,) reconstructed track id of every hit of the event (any integers).
+        hit_particle: (N,) true particle id of every hit (0 for noise).
+        hit_weight: (N,) per-hit truth weights.
+    """
+    hit_track, hit_particle = np.asarray(hit_track), np.asarray(hit_particle)
+    weight = np.asarray(hit_weight, dtype=np.float64)
+    total = weight.sum()
+    if total <= 0:
+        raise ValueError("the event's truth weights sum to zero; the score is undefined")
+    _, track = np.unique(hit_track, return_inverse=True)
+    _, particle = np.unique(hit_particle, return_inverse=True)
+    track_size, particle_size = np.bincount(track), np.bincount(particle)
+    pair = track.astype(np.int64) * (particle.max() + 1) + particle
+    pairs, pair_index, shared = np.unique(pair, return_inverse=True, return_counts=True)
+    pair_track, pair_particle = pairs // (particle.max() + 1), pairs % (particle.max() + 1)
+    good = (2 * shared > track_size[pair_track]) & (2 * shared > particle_size[pair_particle])
+    return float(weight[good[pair_index]].sum() / total)
