@@ -1,3 +1,6 @@
+import os
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -9,3 +12,13 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip_gpu)
+
+
+@pytest.fixture(scope="session")
+def trackml_dir() -> Path:
+    """The real TrackML files: $HEPATTN_TRACKML_DIR, else <repo>/../shared/data/trackml (not committed)."""
+    default = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "trackml"
+    path = Path(os.environ.get("HEPATTN_TRACKML_DIR", default))
+    if not path.is_dir():
+        pytest.skip(f"no TrackML files at {path}; set HEPATTN_TRACKML_DIR to the folder that holds them")
+    return path

@@ -3,6 +3,7 @@
 import argparse
 import platform
 import sys
+from pathlib import Path
 
 
 def info(args: argparse.Namespace) -> int:
@@ -18,6 +19,37 @@ def info(args: argparse.Namespace) -> int:
     for name, features in CAPABILITIES.items():
         state = "available" if name in usable else "not installed"
         print(f"  kernel {name:6s} {state:14s} supports: {', '.join(sorted(features))}")
+    return 0
+
+
+def prep(args: argparse.Namespace) -> int:
+    """Cache every TrackML event of a folder as prepared .npz arrays."""
+    from hepattn.data.prep import prepare_directory
+
+    files = prepare_directory(Path(args.input), Path(args.output), args.volumes, args.overwrite)
+    print(f"{len(files)} prepared events in {args.output}")
+    return 0
+
+
+def plot_event(args: argparse.Namespace) -> int:
+    """Draw x-y and r-z views of one TrackML event to a PNG."""
+    from hepattn.data.trackml import read_event
+    from hepattn.metrics.plots import event_display
+
+    prefix = Path(args.prefix)
+    has_truth = any(prefix.parent.glob(f"{prefix.name}-truth.csv*"))
+    frames = read_event(prefix, ["hits", "truth"] if has_truth else ["hits"])
+    hits = frames["hits"]
+    if args.volumes:
+        keep = hits["volume_id"].isin(args.volumes).to_numpy()
+        hits = hits[keep]
+    pid = None
+    if has_truth:
+        pid = hits[["hit_id"]].merge(frames["truth"][["hit_id", "particle_id"]], on="hit_id")["particle_id"]
+    title = f"{prefix.name}: {len(hits):,} hits" + ("" if has_truth else " (no truth)")
+    out = Path(args.out or f"{prefix.name}.png")
+    event_display(hits["x"], hits["y"], hits["z"], pid, title).savefig(out, dpi=args.dpi)
+    print(f"wrote {out}")
     return 0
 
 
@@ -48,6 +80,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.add_parser("info", help="versions and available attention kernels").set_defaults(func=info)
+    p = commands.add_parser("prep", help="cache TrackML events as prepared arrays for training")
+    p.add_argument("--input", required=True, help="folder of TrackML events (hits, particles, truth)")
+    p.add_argument("--output", required=True, help="folder for the prepared eventNNNNNNNNN.npz files")
+    p.add_argument("--volumes", type=int, nargs="+", help="detector volumes to keep (default: all)")
+    p.add_argument("--overwrite", action="store_true", help="prepare again events already in --output")
+    p.set_defaults(func=prep)
+    p = commands.add_parser("plot-event", help="draw x-y and r-z views of an event to PNG")
+    p.add_argument("prefix", help="event prefix, e.g. DIR/event000000001")
+    p.add_argument("--out", help="PNG path (default: ./<event>.png)")
+    p.add_argument("--volumes", type=int, nargs="+", help="detector volumes to draw (default: all)")
+    p.add_argument("--dpi", type=int, default=120)
+    p.set_defaults(func=plot_event)
     for name in TRAINING_COMMANDS:
         commands.add_parser(
             name, help=f"{name} a model from a YAML config (LightningCLI; --help for options)"

@@ -1,5 +1,4 @@
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
@@ -14,39 +13,8 @@ from hepattn.data.dataset import (
 )
 
 
-def frames():
-    # particle 11: pT 2 GeV along +x, 3 pixel hits + 1 strip hit; particle 22: pT 0.5 GeV; hit 6 is noise
-    hits = pd.DataFrame(
-        {
-            "hit_id": [1, 2, 3, 4, 5, 6, 7],
-            "x": [30.0, 70.0, 110.0, 500.0, 0.0, -40.0, 0.0],
-            "y": [0.0, 0.0, 0.0, 0.0, 50.0, -40.0, 90.0],
-            "z": [0.0, 10.0, 20.0, 30.0, 50.0, 0.0, 90.0],
-            "volume_id": [8, 8, 8, 13, 8, 8, 8],
-        }
-    )
-    truth = pd.DataFrame({"hit_id": [1, 2, 3, 4, 5, 6, 7], "particle_id": [11, 11, 11, 11, 22, 0, 22]})
-    particles = pd.DataFrame(
-        {
-            "particle_id": [11, 22],
-            "vx": [0.0, 0.0],
-            "vy": [0.0, 0.0],
-            "vz": [1.5, -2.0],
-            "px": [2.0, 0.0],
-            "py": [0.0, 0.5],
-            "pz": [0.0, 0.5],
-            "q": [1, -1],
-            "nhits": [4, 2],
-        }
-    )
-    cells = pd.DataFrame(
-        {"hit_id": [1, 1, 1, 2], "ch0": [10, 11, 12, 5], "ch1": [3, 3, 4, 7], "value": [0.5, 0.25, 0.25, 1.0]}
-    )
-    return {"hits": hits, "truth": truth, "particles": particles, "cells": cells}
-
-
-def test_prepare_event_features_truth_and_volume_selection():
-    event = prepare_event(frames(), volumes=[8])
+def test_prepare_event_features_truth_and_volume_selection(make_frames):
+    event = prepare_event(make_frames(), volumes=[8])
     assert len(event["hit_x"]) == 6  # the strip hit (volume 13) is dropped
     np.testing.assert_allclose(event["hit_r"][:3], [30, 70, 110])
     np.testing.assert_allclose(event["hit_phi"][4], -3 * np.pi / 4, rtol=1e-6)
@@ -60,8 +28,8 @@ def test_prepare_event_features_truth_and_volume_selection():
     assert event["hit_charge"][0] == 1.0 and event["hit_extent_u"][0] == 3 and event["hit_extent_v"][0] == 2
 
 
-def test_model_inputs_apply_the_target_cuts():
-    event = prepare_event(frames(), volumes=[8])
+def test_model_inputs_apply_the_target_cuts(make_frames):
+    event = prepare_event(make_frames(), volumes=[8])
     inputs = to_model_inputs(event, TargetCuts(min_pt=1.0, min_hits=3), ["x", "r", "phi"])
     assert inputs["particle_valid"].tolist() == [True]  # only particle 11 passes pT > 1 GeV
     assert inputs["particle_hit_valid"].tolist() == [[True, True, True, False, False, False]]
@@ -72,10 +40,10 @@ def test_model_inputs_apply_the_target_cuts():
     assert loose["particle_valid"].sum() == 2 and loose["hit_seed"].sum() == 2
 
 
-def test_prepared_events_round_trip_and_feed_the_batch(tmp_path):
-    event = prepare_event(frames())
+def test_prepared_events_round_trip_and_feed_the_batch(tmp_path, make_frames):
+    event = prepare_event(make_frames())
     save_event(tmp_path / "event000000001.npz", event)
-    save_event(tmp_path / "event000000002.npz", prepare_event(frames(), volumes=[8]))
+    save_event(tmp_path / "event000000002.npz", prepare_event(make_frames(), volumes=[8]))
     loaded = load_event(tmp_path / "event000000001.npz")
     assert loaded.keys() == event.keys()
     assert all(np.array_equal(loaded[k], event[k]) for k in event)
@@ -85,21 +53,21 @@ def test_prepared_events_round_trip_and_feed_the_batch(tmp_path):
     assert batch["hit_valid"].sum(1).tolist() == [7, 6]
 
 
-def test_dataset_errors_name_the_problem(tmp_path):
+def test_dataset_errors_name_the_problem(tmp_path, make_frames):
     with pytest.raises(FileNotFoundError, match="missing"):
         TrackMLDataset(tmp_path / "missing", ["x"])
     with pytest.raises(FileNotFoundError, match="no prepared events"):
         TrackMLDataset(tmp_path, ["x"])
-    save_event(tmp_path / "event000000001.npz", prepare_event(frames()))
+    save_event(tmp_path / "event000000001.npz", prepare_event(make_frames()))
     with pytest.raises(ValueError, match="energy"):
         TrackMLDataset(tmp_path, ["energy"])
 
 
-def test_datamodule_batches_prepared_events(tmp_path):
+def test_datamodule_batches_prepared_events(tmp_path, make_frames):
     from hepattn.data.datamodule import TrackMLDataModule
 
     for i in range(3):
-        save_event(tmp_path / f"event00000000{i}.npz", prepare_event(frames(), volumes=[8]))
+        save_event(tmp_path / f"event00000000{i}.npz", prepare_event(make_frames(), volumes=[8]))
     dm = TrackMLDataModule(
         train_dir=str(tmp_path), hit_fields=("x", "phi"), batch_size=2, min_pt=0.1, min_hits=2
     )
