@@ -64,7 +64,14 @@ def lightning_cli(argv: list[str]) -> int:
     from hepattn.training.module import MaskFormerModule
 
     torch.set_float32_matmul_precision("high")
-    LightningCLI(
+
+    class HepattnCLI(LightningCLI):
+        def add_arguments_to_parser(self, parser) -> None:
+            # the data decides which hit fields exist; the input network reads exactly those
+            fields = "model.model.init_args.input_net.init_args.fields"
+            parser.link_arguments("data.init_args.hit_fields", fields)
+
+    HepattnCLI(
         MaskFormerModule,
         subclass_mode_data=True,
         save_config_kwargs={"overwrite": True},

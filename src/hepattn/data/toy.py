@@ -93,8 +93,10 @@ class CircleDataModule(L.LightningDataModule):
         min_tracks: int = 3,
         max_tracks: int = 8,
         num_noise: int = 10,
+        hit_fields: tuple[str, ...] = ("x", "y", "r", "u", "v"),
     ):
         super().__init__()
+        self.hit_fields = list(hit_fields)
         kwargs = dict(
             num_layers=num_layers, min_tracks=min_tracks, max_tracks=max_tracks, num_noise=num_noise
         )
@@ -104,6 +106,11 @@ class CircleDataModule(L.LightningDataModule):
             "test": CircleDataset(num_test, 3 * seed + 2, **kwargs),
         }
         self.batch_size = batch_size
+
+    @property
+    def input_fields(self) -> list[str]:
+        """The hit fields the model reads (linked to the input network by the CLI)."""
+        return self.hit_fields
 
     def loader(self, split: str, shuffle: bool = False) -> DataLoader:
         return DataLoader(self.splits[split], batch_size=self.batch_size, shuffle=shuffle, collate_fn=collate)
