@@ -36,6 +36,7 @@ def test_model_inputs_apply_the_target_cuts(make_frames):
     assert inputs["hit_on_target"].tolist() == [True, True, True, False, False, False]
     assert inputs["hit_seed"].tolist() == [True, False, False, False, False, False]  # the innermost hit
     torch.testing.assert_close(inputs["hit_r"][:3], torch.tensor([0.03, 0.07, 0.11]))  # mm -> m
+    assert "hit_phi" in inputs  # the sort key is always provided
     loose = to_model_inputs(event, TargetCuts(min_pt=0.1, min_hits=2), ["x"])
     assert loose["particle_valid"].sum() == 2 and loose["hit_seed"].sum() == 2
 

@@ -1,58 +1,30 @@
-"""The LightningDataModule over prepared TrackML events."""
+"""LightningDataModules: a shared base over named splits, and the one over prepared TrackML events."""
 
 from pathlib import Path
 
 import lightning as L
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from hepattn.data.batch import collate
 from hepattn.data.dataset import TargetCuts, TrackMLDataset
 
 
-class TrackMLDataModule(L.LightningDataModule):
-    """Train/val/test splits of prepared events (``hepattn prep`` output folders).
+class SplitDataModule(L.LightningDataModule):
+    """Loaders over the train/val/test datasets a subclass provides (predict uses test)."""
 
-    The model sizes that the data decides are exposed as properties so that the CLI can link them
-    (``input_fields`` for the input network), instead of writing them twice in a config.
-    """
-
-    def __init__(
-        self,
-        train_dir: str | None = None,
-        val_dir: str | None = None,
-        test_dir: str | None = None,
-        hit_fields: tuple[str, ...] = ("x", "y", "z", "r", "eta", "phi", "u", "v"),
-        min_pt: float = 1.0,
-        max_eta: float = 4.0,
-        min_hits: int = 3,
-        batch_size: int = 1,
-        num_workers: int = 0,
-        num_train: int | None = None,
-        num_val: int | None = None,
-        num_test: int | None = None,
-    ):
+    def __init__(self, hit_fields: tuple[str, ...], batch_size: int, num_workers: int = 0):
         super().__init__()
-        self.dirs = {"train": train_dir, "val": val_dir, "test": test_dir}
-        self.limits = {"train": num_train, "val": num_val, "test": num_test}
         self.hit_fields = list(hit_fields)
-        self.cuts = TargetCuts(min_pt=min_pt, max_eta=max_eta, min_hits=min_hits)
         self.batch_size = batch_size
         self.num_workers = num_workers
-        self.datasets: dict[str, TrackMLDataset] = {}
 
     @property
     def input_fields(self) -> list[str]:
+        """The hit fields the model reads (linked to the input network by the CLI)."""
         return self.hit_fields
 
-    def dataset(self, split: str) -> TrackMLDataset:
-        if split not in self.datasets:
-            directory = self.dirs[split]
-            if directory is None:
-                raise ValueError(f"no {split}_dir given to {type(self).__name__}")
-            self.datasets[split] = TrackMLDataset(
-                Path(directory), self.hit_fields, self.cuts, self.limits[split]
-            )
-        return self.datasets[split]
+    def dataset(self, split: str) -> Dataset:
+        raise NotImplementedError
 
     def loader(self, split: str, shuffle: bool = False) -> DataLoader:
         return DataLoader(
@@ -75,3 +47,42 @@ class TrackMLDataModule(L.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self.loader("test")
+
+
+class TrackMLDataModule(SplitDataModule):
+    """Train/val/test splits of prepared events (``hepattn prep`` output folders).
+
+    The model sizes that the data decides are exposed as properties so that the CLI can link them
+    (``input_fields`` for the input network), instead of writing them twice in a config.
+    """
+
+    def __init__(
+        self,
+        train_dir: str | None = None,
+        val_dir: str | None = None,
+        test_dir: str | None = None,
+        hit_fields: tuple[str, ...] = ("x", "y", "z", "r", "eta", "phi", "u", "v"),
+        min_pt: float = 1.0,
+        max_eta: float = 4.0,
+        min_hits: int = 3,
+        batch_size: int = 1,
+        num_workers: int = 0,
+        num_train: int | None = None,
+        num_val: int | None = None,
+        num_test: int | None = None,
+    ):
+        super().__init__(hit_fields, batch_size, num_workers)
+        self.dirs = {"train": train_dir, "val": val_dir, "test": test_dir}
+        self.limits = {"train": num_train, "val": num_val, "test": num_test}
+        self.cuts = TargetCuts(min_pt=min_pt, max_eta=max_eta, min_hits=min_hits)
+        self.datasets: dict[str, TrackMLDataset] = {}
+
+    def dataset(self, split: str) -> TrackMLDataset:
+        if split not in self.datasets:
+            directory = self.dirs[split]
+            if directory is None:
+                raise ValueError(f"no {split}_dir given to {type(self).__name__}")
+            self.datasets[split] = TrackMLDataset(
+                Path(directory), self.hit_fields, self.cuts, self.limits[split]
+            )
+        return self.datasets[split]

@@ -130,9 +130,10 @@ def to_model_inputs(
     """One event as a ``data.batch`` dict: scaled hit fields, targets, masks and labels."""
     target = np.flatnonzero(cuts.select(event))
     owner = event["hit_particle"]
+    fields = dict.fromkeys([*hit_fields, "phi"])  # phi is always there: the encoder sorts by it
     out = {
         f"hit_{f}": torch.from_numpy(event[f"hit_{f}"] * np.float32(FEATURE_SCALES.get(f, 1.0)))
-        for f in hit_fields
+        for f in fields
     }
     out["hit_valid"] = torch.ones(len(owner), dtype=torch.bool)
     out["hit_on_target"] = torch.from_numpy(np.isin(owner, target))

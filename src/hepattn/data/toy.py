@@ -8,11 +8,10 @@ random phi.
 
 import math
 
-import lightning as L
 import torch
-from torch.utils.data import DataLoader
 
 from hepattn.data.batch import collate
+from hepattn.data.datamodule import SplitDataModule
 
 
 def circle_event(
@@ -79,7 +78,7 @@ class CircleDataset(torch.utils.data.Dataset):
         return circle_event(g, **self.event_kwargs)
 
 
-class CircleDataModule(L.LightningDataModule):
+class CircleDataModule(SplitDataModule):
     """Circle events for trying the library without detector data (see ``circle_event``)."""
 
     def __init__(
@@ -95,8 +94,7 @@ class CircleDataModule(L.LightningDataModule):
         num_noise: int = 10,
         hit_fields: tuple[str, ...] = ("x", "y", "r", "u", "v"),
     ):
-        super().__init__()
-        self.hit_fields = list(hit_fields)
+        super().__init__(hit_fields, batch_size)
         kwargs = dict(
             num_layers=num_layers, min_tracks=min_tracks, max_tracks=max_tracks, num_noise=num_noise
         )
@@ -105,24 +103,6 @@ class CircleDataModule(L.LightningDataModule):
             "val": CircleDataset(num_val, 3 * seed + 1, **kwargs),
             "test": CircleDataset(num_test, 3 * seed + 2, **kwargs),
         }
-        self.batch_size = batch_size
 
-    @property
-    def input_fields(self) -> list[str]:
-        """The hit fields the model reads (linked to the input network by the CLI)."""
-        return self.hit_fields
-
-    def loader(self, split: str, shuffle: bool = False) -> DataLoader:
-        return DataLoader(self.splits[split], batch_size=self.batch_size, shuffle=shuffle, collate_fn=collate)
-
-    def train_dataloader(self) -> DataLoader:
-        return self.loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self.loader("val")
-
-    def test_dataloader(self) -> DataLoader:
-        return self.loader("test")
-
-    def predict_dataloader(self) -> DataLoader:
-        return self.loader("test")
+    def dataset(self, split: str) -> CircleDataset:
+        return self.splits[split]
