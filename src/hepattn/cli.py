@@ -22,6 +22,21 @@ def info(args: argparse.Namespace) -> int:
     return 0
 
 
+def simulate(args: argparse.Namespace) -> int:
+    """Simulate TrackML events with Pythia 8 and ACTS Fatras (needs the ``sim`` extra)."""
+    from hepattn.data.sim.run import default_detectors
+    from hepattn.data.sim.run import simulate as run_simulation
+
+    detectors = Path(args.detectors) if args.detectors else default_detectors()
+    if not detectors.is_file():
+        raise SystemExit(f"no detectors file at {detectors}: pass --detectors or set HEPATTN_TRACKML_DIR")
+    made = run_simulation(
+        args.out, args.events, args.pileup, args.seed, args.process, args.workers, args.first_event, detectors
+    )
+    print(f"simulated {len(made)} events into {args.out} ({args.events - len(made)} already there)")
+    return 0
+
+
 def prep(args: argparse.Namespace) -> int:
     """Cache every TrackML event of a folder as prepared .npz arrays."""
     from hepattn.data.prep import prepare_directory
@@ -87,6 +102,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.add_parser("info", help="versions and available attention kernels").set_defaults(func=info)
+    p = commands.add_parser("simulate", help="simulate TrackML events (Pythia 8 + ACTS Fatras)")
+    p.add_argument("--events", type=int, required=True, help="number of events")
+    p.add_argument("--pileup", type=float, default=200.0, help="mean number of pile-up collisions")
+    p.add_argument("--seed", type=int, default=0, help="run seed; event i depends only on (seed, i)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--process", default="ttbar", choices=["ttbar", "minbias", "gun"])
+    p.add_argument("--workers", type=int, default=1, help="parallel processes")
+    p.add_argument("--first-event", type=int, default=1000, help="id of the first event (for sharding)")
+    p.add_argument("--detectors", help="real detectors.csv[.gz] (default: $HEPATTN_TRACKML_DIR)")
+    p.set_defaults(func=simulate)
     p = commands.add_parser("prep", help="cache TrackML events as prepared arrays for training")
     p.add_argument("--input", required=True, help="folder of TrackML events (hits, particles, truth)")
     p.add_argument("--output", required=True, help="folder for the prepared eventNNNNNNNNN.npz files")

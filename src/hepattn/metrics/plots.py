@@ -4,7 +4,7 @@ import numpy as np
 from matplotlib.figure import Figure  # the object API needs no display and no global pyplot state
 
 
-def event_display(x, y, z, particle_id, title: str = "", max_particles: int = 2000) -> Figure:
+def event_display(x, y, z, particle_id, title: str = "", max_particles: int | None = None) -> Figure:
     """x-y and r-z views of one event: hits coloured by particle, noise (particle_id 0) in grey.
 
     Args:
@@ -13,7 +13,7 @@ def event_display(x, y, z, particle_id, title: str = "", max_particles: int = 20
         z: hit z positions [mm].
         particle_id: (N,) particle of each hit, 0 for noise; None draws every hit in one colour.
         title: figure title.
-        max_particles: colour at most this many particles (by hit count); the rest are grey too.
+        max_particles: colour at most this many particles (those with most hits; None: all), the rest grey.
     """
     x, y, z = (np.asarray(a, dtype=float) for a in (x, y, z))
     r = np.hypot(x, y)
