@@ -68,6 +68,19 @@ def plot_event(args: argparse.Namespace) -> int:
     return 0
 
 
+def validate_sim(args: argparse.Namespace) -> int:
+    """Compare simulated events with the real TrackML files: tables on stdout, plots and JSON in --out."""
+    from hepattn.data.sim.run import default_detectors
+    from hepattn.data.sim.validate import validate
+
+    real_dir = Path(args.real_dir) if args.real_dir else default_detectors().parent
+    if not real_dir.is_dir():
+        raise SystemExit(f"no real TrackML folder at {real_dir}: pass --real-dir or set HEPATTN_TRACKML_DIR")
+    validate(args.sim_dir, real_dir, args.out, args.real_events, args.real_particles_event)
+    print(f"wrote validation.json and overlay plots to {args.out}")
+    return 0
+
+
 TRAINING_COMMANDS = ("fit", "validate", "test", "predict")
 
 
@@ -118,6 +131,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--volumes", type=int, nargs="+", help="detector volumes to keep (default: all)")
     p.add_argument("--overwrite", action="store_true", help="prepare again events already in --output")
     p.set_defaults(func=prep)
+    p = commands.add_parser("validate-sim", help="compare simulated events with the real TrackML files")
+    p.add_argument("--sim-dir", required=True, help="folder of simulated TrackML events")
+    p.add_argument("--real-dir", help="folder of the real TrackML files (default: $HEPATTN_TRACKML_DIR)")
+    p.add_argument("--out", required=True, help="folder for validation.json and the overlay plots")
+    p.add_argument("--real-events", type=int, nargs="+", default=[2, 3], help="real events with hits")
+    p.add_argument("--real-particles-event", type=int, default=1000, help="real event with particles")
+    p.set_defaults(func=validate_sim)
     p = commands.add_parser("plot-event", help="draw x-y and r-z views of an event to PNG")
     p.add_argument("prefix", help="event prefix, e.g. DIR/event000000001")
     p.add_argument("--out", help="PNG path (default: ./<event>.png)")

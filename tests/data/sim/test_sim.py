@@ -1,7 +1,9 @@
 import numpy as np
+import pandas as pd
 import pytest
 
 from hepattn.data.sim.digitize import decode_particle_id, encode_particle_id, noise_hits, truth_weights
+from hepattn.data.sim.run import stop_soft_secondaries
 
 
 def test_particle_id_round_trip_matches_real_layout():
@@ -16,6 +18,15 @@ def test_particle_id_round_trip_matches_real_layout():
     }
     decoded = decode_particle_id(encode_particle_id(*fields.values()))
     assert {k: v.tolist() for k, v in decoded.items()} == fields
+
+
+def test_soft_secondaries_keep_only_their_first_hit():
+    # particle 1: primary; 2: secondary with pT 0.1 GeV (below the 0.15 threshold); 3: secondary at 0.5 GeV
+    hits = pd.DataFrame({"particle_id": [1, 1, 1, 2, 2, 2, 3, 3], "index": [0, 1, 2, 0, 1, 2, 0, 1]})
+    secondaries = pd.DataFrame({"particle_id": [2, 3], "px": [0.06, 0.3], "py": [0.08, 0.4]})
+    kept = stop_soft_secondaries(hits, secondaries)
+    assert kept.particle_id.tolist() == [1, 1, 1, 2, 3, 3]
+    assert kept["index"].tolist() == [0, 1, 2, 0, 0, 1]
 
 
 def test_truth_weights_follow_the_trackml_rules():

@@ -83,9 +83,23 @@ class EventSimulator:
         hits["pdg"] = hits.particle_id.map(pdg).fillna(0).astype(np.int64)
         hits["row"] = module_rows(hits, self.mapping)
         hits = hits.sort_values(["particle_id", "index"], kind="stable").reset_index(drop=True)
+        hits = stop_soft_secondaries(hits, secondaries)
         return build_event(
             hits, particles, self.modules, self.digitization, np.random.default_rng(digi_seeds)
         )
+
+
+def stop_soft_secondaries(hits: pd.DataFrame, secondaries: pd.DataFrame) -> pd.DataFrame:
+    """Secondaries made below the simulation threshold (pT < SIM_PT_MIN) keep only their first hit.
+
+    The real files apply the primaries' 0.15 GeV threshold to secondaries too: in event 1000 the 200
+    secondaries below it have one hit each. Fatras follows them down to its ``pMin``; forward ones
+    (p > 0.05 GeV but pT of a few tens of MeV) then spiral along z through the endcap disks. ``hits`` must
+    be sorted by particle and hit order.
+    """
+    soft = secondaries.particle_id[kinematics.pt(secondaries.px, secondaries.py) < SIM_PT_MIN]
+    first = ~hits.particle_id.duplicated()
+    return hits[first | ~hits.particle_id.isin(soft)].reset_index(drop=True)
 
 
 _WORKER: EventSimulator | None = None
