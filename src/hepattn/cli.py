@@ -81,30 +81,36 @@ def validate_sim(args: argparse.Namespace) -> int:
     return 0
 
 
+def demo(args: argparse.Namespace) -> int:
+    """Simulate, train the hit filter and the tracker, evaluate on held-out events, report."""
+    from hepattn.experiments.demo import LONG, QUICK, run_demo
+    from hepattn.experiments.report import summary_table
+
+    metrics = run_demo(args.out, LONG if args.long else QUICK)
+    print(summary_table(metrics))
+    print(f"wrote {Path(args.out) / 'metrics.json'}, {Path(args.out) / 'report.md'} and the plots")
+    return 0
+
+
+def evaluate(args: argparse.Namespace) -> int:
+    """Print the metrics of a predictions file and write its plots."""
+    from hepattn.experiments.evaluate import evaluate as run_evaluation
+    from hepattn.experiments.report import summary_table
+
+    out = Path(args.out) if args.out else Path(args.predictions).with_suffix("")
+    print(summary_table(run_evaluation(args.predictions, out)))
+    print(f"wrote the plots to {out}")
+    return 0
+
+
 TRAINING_COMMANDS = ("fit", "validate", "test", "predict")
 
 
 def lightning_cli(argv: list[str]) -> int:
     """``hepattn fit|validate|test|predict --config CONFIG``: LightningCLI over ``MaskFormerModule``."""
-    import torch
-    from lightning.pytorch.cli import LightningCLI
+    from hepattn.training.cli import run
 
-    from hepattn.training.module import MaskFormerModule
-
-    torch.set_float32_matmul_precision("high")
-
-    class HepattnCLI(LightningCLI):
-        def add_arguments_to_parser(self, parser) -> None:
-            # the data decides which hit fields exist; the input network reads exactly those
-            fields = "model.model.init_args.input_net.init_args.fields"
-            parser.link_arguments("data.init_args.hit_fields", fields)
-
-    HepattnCLI(
-        MaskFormerModule,
-        subclass_mode_data=True,
-        save_config_kwargs={"overwrite": True},
-        args=argv,
-    )
+    run(argv)
     return 0
 
 
@@ -144,6 +150,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--volumes", type=int, nargs="+", help="detector volumes to draw (default: all)")
     p.add_argument("--dpi", type=int, default=120)
     p.set_defaults(func=plot_event)
+    p = commands.add_parser("demo", help="simulate, train filter and tracker, evaluate (CPU, no data needed)")
+    p.add_argument("--out", default="hepattn-demo", help="folder for everything the demo makes")
+    p.add_argument("--long", action="store_true", help="the 60-minute version, for better numbers")
+    p.set_defaults(func=demo)
+    p = commands.add_parser("evaluate", help="metrics table and plots of a predictions file")
+    p.add_argument("predictions", help="predictions HDF5 written by the demo or `predict`")
+    p.add_argument("--out", help="folder for the plots (default: next to the predictions)")
+    p.set_defaults(func=evaluate)
     for name in TRAINING_COMMANDS:
         commands.add_parser(
             name, help=f"{name} a model from a YAML config (LightningCLI; --help for options)"

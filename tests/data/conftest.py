@@ -14,7 +14,13 @@ def frames() -> dict[str, pd.DataFrame]:
             "volume_id": [8, 8, 8, 13, 8, 8, 8],
         }
     )
-    truth = pd.DataFrame({"hit_id": [1, 2, 3, 4, 5, 6, 7], "particle_id": [11, 11, 11, 11, 22, 0, 22]})
+    truth = pd.DataFrame(
+        {
+            "hit_id": [1, 2, 3, 4, 5, 6, 7],
+            "particle_id": [11, 11, 11, 11, 22, 0, 22],
+            "weight": [0.1, 0.2, 0.2, 0.1, 0.2, 0.0, 0.2],
+        }
+    )
     particles = pd.DataFrame(
         {
             "particle_id": [11, 22],

@@ -22,6 +22,8 @@ def test_prepare_event_features_truth_and_volume_selection(make_frames):
     np.testing.assert_allclose(event["hit_u"][0], 1 / 30, rtol=1e-6)
     assert event["hit_particle"].tolist() == [0, 0, 0, 1, -1, 1]
     assert event["particle_nhits"].tolist() == [3, 2]  # counted in the selected volumes only
+    assert event["hit_id"].tolist() == [1, 2, 3, 5, 6, 7]
+    np.testing.assert_allclose(event["hit_weight"], [0.1, 0.2, 0.2, 0.2, 0.0, 0.2])
     np.testing.assert_allclose(event["particle_pt"], [2.0, 0.5])
     np.testing.assert_allclose(event["particle_eta"], [0.0, np.arcsinh(1.0)], rtol=1e-6)
     assert event["hit_ncells"].tolist() == [3, 1, 0, 0, 0, 0]

@@ -45,9 +45,31 @@ def test_a_perfect_shuffled_prediction_is_matched_back_and_costs_almost_nothing(
         "layer_0": {"valid": {"logit": valid_logit}, "mask": {"logit": mask_logit}},
     }
     criterion = SetCriterion(HungarianMatcher())
-    assignment = criterion.match(outputs["layer_0"], tasks, batch, outputs["queries"]["valid"])
+    assignment = criterion.match(outputs["layer_0"], tasks, batch, outputs["queries"])
     for i in range(b):
         for j in range(t):
             assert assignment[i, perm[i, j]].item() == j
     losses = criterion(outputs, batch, tasks)
     assert losses["loss"].item() < 1e-3
+
+
+def test_seed_cost_matches_each_seeded_query_to_the_owner_of_its_seed():
+    torch.manual_seed(1)
+    b, q, t, n = 2, 5, 3, 20
+    owner = torch.randint(0, t, (b, n))
+    batch = {
+        "hit_valid": torch.ones(b, n, dtype=torch.bool),
+        "particle_valid": torch.ones(b, t, dtype=torch.bool),
+        "particle_hit_valid": owner.unsqueeze(1) == torch.arange(t).view(1, t, 1),
+    }
+    # queries 0..t-1 are seeded on a hit of particle perm[j]; the uninformative masks leave it to the seed
+    perm = torch.stack([torch.randperm(t) for _ in range(b)])
+    index = torch.zeros(b, q, dtype=torch.long)
+    for i in range(b):
+        for j in range(t):
+            index[i, j] = torch.nonzero(owner[i] == perm[i, j])[0, 0]
+    tasks = [ObjectMaskTask("mask", 8)]
+    queries = {"valid": torch.ones(b, q, dtype=torch.bool), "index": index}
+    layer = {"mask": {"logit": torch.zeros(b, q, n)}}
+    assignment = SetCriterion(HungarianMatcher(), seed_cost=10.0).match(layer, tasks, batch, queries)
+    assert assignment[:, :t].tolist() == perm.tolist()

@@ -74,3 +74,24 @@ def test_learned_queries_are_shared_by_all_events():
     q, q_valid, index = LearnedQueries(4, D)(torch.randn(3, 7, D))
     assert q.shape == (3, 4, D) and q_valid.all() and index is None
     torch.testing.assert_close(q[0], q[2])
+
+
+def test_identity_initialised_dynamic_queries_start_as_their_seeds():
+    torch.manual_seed(0)
+    x = torch.randn(2, 10, 8)
+    scores = {"seed": {"logit": torch.randn(2, 10)}}
+    q, _, index = DynamicQueries(3, 8, "seed", identity_init=True)(x, None, scores)
+    torch.testing.assert_close(q, x.gather(1, index.unsqueeze(-1).expand(-1, -1, 8)))
+
+
+def test_teacher_forced_queries_take_the_true_seeds_in_training_only():
+    torch.manual_seed(0)
+    x = torch.randn(1, 10, 8)
+    logit = torch.arange(10.0).unsqueeze(0)  # the head prefers constituents 9, 8, 7, ...
+    batch = {"hit_seed": torch.zeros(1, 10, dtype=torch.bool)}
+    batch["hit_seed"][0, [1, 4]] = True
+    queries = DynamicQueries(3, 8, "seed", teacher_field="hit_seed")
+    _, _, index = queries.train()(x, None, {"seed": {"logit": logit}}, batch)
+    assert sorted(index[0].tolist()) == [1, 4, 9]  # both true seeds, then the head's best
+    _, _, index = queries.eval()(x, None, {"seed": {"logit": logit}}, batch)
+    assert sorted(index[0].tolist()) == [7, 8, 9]

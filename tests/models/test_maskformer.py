@@ -6,7 +6,7 @@ from hepattn.models.criterion import SetCriterion
 from hepattn.models.decoder import Decoder, DynamicQueries, LearnedQueries
 from hepattn.models.embed import InputNet
 from hepattn.models.encoder import Encoder
-from hepattn.models.maskformer import MaskFormer
+from hepattn.models.maskformer import MaskFormer, ScaleGradient
 from hepattn.models.matcher import HungarianMatcher
 from hepattn.models.tasks.classify import ObjectClassificationTask, ObjectValidTask
 from hepattn.models.tasks.filter import ConstituentClassificationTask
@@ -142,3 +142,11 @@ def test_wiring_errors_are_caught_at_build_time():
         MaskFormer(net, enc, [ObjectValidTask("v", D), ObjectValidTask("v", D)])
     with pytest.raises(KeyError, match="hit_energy"):
         InputNet("hit", ["energy"], D)(make_batch())
+
+
+def test_scale_gradient_is_the_identity_forward_and_scales_the_gradient():
+    x = torch.randn(3, 4, requires_grad=True)
+    y = ScaleGradient(0.1)(x)
+    torch.testing.assert_close(y, x)
+    y.sum().backward()
+    torch.testing.assert_close(x.grad, torch.full_like(x, 0.1))

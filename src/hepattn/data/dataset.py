@@ -18,6 +18,7 @@ from hepattn.data import kinematics as kin
 
 HIT_FEATURES = ("x", "y", "z", "r", "phi", "eta", "theta", "u", "v")
 CELL_FEATURES = ("ncells", "charge", "extent_u", "extent_v")
+FILTER_FEATURES = ("filter_prob",)  # in events written by the hit filter (experiments.reco)
 PARTICLE_FIELDS = ("pt", "eta", "phi", "q", "vz", "nhits")
 
 # Named scalings that bring every feature to order one (lengths in m, conformal in 1/m ...).
@@ -78,10 +79,11 @@ def prepare_event(frames: dict[str, pd.DataFrame], volumes: list[int] | None = N
 
     Returns:
         ``hit_{feature}`` (N,), ``hit_particle`` (N,) index into the particles (-1 for noise or a
-        particle absent from the particle table), ``particle_{field}`` (P,) including ``nhits``
+        particle absent from the particle table), ``hit_id`` and ``hit_weight`` (N,) from the TrackML
+        files, ``particle_{field}`` (P,) including ``nhits``
         counted in the selected volumes, and ``particle_id`` (P,).
     """
-    hits = frames["hits"].merge(frames["truth"][["hit_id", "particle_id"]], on="hit_id", how="left")
+    hits = frames["hits"].merge(frames["truth"][["hit_id", "particle_id", "weight"]], on="hit_id", how="left")
     if volumes is not None:
         hits = hits[hits["volume_id"].isin(volumes)]
     particles = frames["particles"].reset_index(drop=True)
@@ -91,6 +93,8 @@ def prepare_event(frames: dict[str, pd.DataFrame], volumes: list[int] | None = N
     if "cells" in frames:
         out |= {f"hit_{k}": a for k, a in cell_features(hits, frames["cells"]).items()}
     out["hit_particle"] = owner
+    out["hit_id"] = hits["hit_id"].to_numpy(np.int64)
+    out["hit_weight"] = hits["weight"].fillna(0).to_numpy(np.float32)  # TrackML score truth weight
     out |= {f"particle_{k}": a for k, a in particle_fields(particles).items()}
     out["particle_nhits"] = np.bincount(owner[owner >= 0], minlength=len(particles)).astype(np.float32)
     out["particle_id"] = particles["particle_id"].to_numpy(np.int64)
@@ -173,9 +177,10 @@ class TrackMLDataset(Dataset):
         self.files = sorted(directory.glob("event*.npz"))[:limit]
         if not self.files:
             raise FileNotFoundError(f"no prepared events (event*.npz) in {directory}")
-        unknown = set(hit_fields) - set(HIT_FEATURES) - set(CELL_FEATURES)
+        known = HIT_FEATURES + CELL_FEATURES + FILTER_FEATURES
+        unknown = set(hit_fields) - set(known)
         if unknown:
-            raise ValueError(f"unknown hit fields {sorted(unknown)}; known: {HIT_FEATURES + CELL_FEATURES}")
+            raise ValueError(f"unknown hit fields {sorted(unknown)}; known: {known}")
         self.hit_fields = list(hit_fields)
         self.cuts = cuts or TargetCuts()
 

@@ -2,7 +2,7 @@
 
 # B batch, N constituents (hits), Q predicted objects (tracks), T true objects (particles).
 
-Track matching definitions (see also docs/metrics.md once the tracking experiment lands):
+Track matching definitions (full list: docs/metrics.md):
 - purity(q, t) = |hits(q) & hits(t)| / |hits(q)|; completeness(q, t) = |hits(q) & hits(t)| / |hits(t)|.
 - A particle is found with double majority (DM) if a predicted track has purity > 0.5 and
   completeness > 0.5 for it; perfectly if a track has exactly its hits; LHC-style if a track has
@@ -23,7 +23,71 @@ def _overlaps(pred_mask: Tensor, true_mask: Tensor, hit_valid: Tensor) -> tuple[
     return overlap, pred.sum(-1), true.sum(-1)
 
 
+def _first_true(m: Tensor) -> Tensor:
+    """Index of the first True along the last dimension, -1 where there is none (also when it is empty)."""
+    padded = torch.cat([m, m.new_ones(*m.shape[:-1], 1)], -1).long()
+    first = padded.argmax(-1)  # the first maximum; the padding column when there is no True
+    return torch.where(first < m.shape[-1], first, -1)
+
+
 @torch.no_grad()
+def track_flags(
+    pred_valid: Tensor,
+    pred_mask: Tensor,
+    true_valid: Tensor,
+    true_mask: Tensor,
+    hit_valid: Tensor,
+    target: Tensor | None = None,
+) -> dict[str, Tensor]:
+    """Per-particle and per-track outcome of the matching, for rates binned in pT, eta or phi.
+
+    Args:
+        pred_valid: (B, Q) tracks the model calls real.
+        pred_mask: (B, Q, N) hits assigned to each track.
+        true_valid: (B, T) real particles (all of them, for the fake definition).
+        true_mask: (B, T, N) hits of each particle.
+        hit_valid: (B, N) real hits.
+        target: (B, T) particles that count in the efficiency denominator (e.g. pT > 1 GeV);
+            default all valid particles.
+
+    Returns:
+        Boolean tensors ``particle_target``, ``particle_dm``, ``particle_perfect``, ``particle_lhc``
+        (B, T), where the found flags are False for non-target particles; ``track_valid`` (B, Q): valid
+        tracks with at least one hit (the rate denominator), ``track_fake`` and ``track_duplicate``
+        (B, Q), False for tracks that are not counted; and integer (B, Q) indices into the particles:
+        ``track_particle``, the particle holding more than half of the track's hits (-1 when there is
+        none, i.e. the track is fake), and ``track_dm_particle``, the particle the track DM-matches (-1
+        when none). A particle DM-matched by k tracks gives k - 1 duplicates: every one but the track
+        sharing most hits with it (the lowest index among equals).
+    """
+    target = true_valid if target is None else target & true_valid
+    overlap, n_pred, n_true = _overlaps(pred_mask, true_mask, hit_valid)
+    pair = pred_valid.unsqueeze(-1) & true_valid.unsqueeze(1) & (n_pred.unsqueeze(-1) > 0)
+    purity = overlap / n_pred.clamp_min(1).unsqueeze(-1)
+    completeness = overlap / n_true.clamp_min(1).unsqueeze(1)
+    majority = pair & (purity > 0.5)  # at most one particle per track
+    dm = majority & (completeness > 0.5)
+    perfect = pair & (overlap == n_pred.unsqueeze(-1)) & (overlap == n_true.unsqueeze(1))
+    lhc = pair & (purity > 0.75)
+    tracks = pred_valid & (n_pred > 0)
+    # the primary DM track of each particle shares most hits (the first of equals); a padding track
+    # with no hit keeps argmax defined when there are no tracks
+    shared = torch.where(dm, overlap, -1.0)
+    shared = torch.cat([shared, shared.new_full((shared.shape[0], 1, shared.shape[2]), -1.0)], 1)
+    primary = torch.zeros_like(shared, dtype=torch.bool).scatter_(1, shared.argmax(1, keepdim=True), True)
+    return {
+        "particle_target": target,
+        "particle_dm": dm.any(1) & target,
+        "particle_perfect": perfect.any(1) & target,
+        "particle_lhc": lhc.any(1) & target,
+        "track_valid": tracks,
+        "track_fake": tracks & ~majority.any(-1),
+        "track_duplicate": (dm & ~primary[:, :-1]).any(-1),
+        "track_particle": _first_true(majority),
+        "track_dm_particle": _first_true(dm),
+    }
+
+
 def track_counts(
     pred_valid: Tensor,
     pred_mask: Tensor,
@@ -46,25 +110,21 @@ def track_counts(
     Returns:
         Integer counts; ``track_rates`` turns summed counts into fractions.
     """
-    target = true_valid if target is None else target & true_valid
-    overlap, n_pred, n_true = _overlaps(pred_mask, true_mask, hit_valid)
-    pair = pred_valid.unsqueeze(-1) & true_valid.unsqueeze(1) & (n_pred.unsqueeze(-1) > 0)
-    purity = overlap / n_pred.clamp_min(1).unsqueeze(-1)
-    completeness = overlap / n_true.clamp_min(1).unsqueeze(1)
-    dm = pair & (purity > 0.5) & (completeness > 0.5)
-    perfect = pair & (overlap == n_pred.unsqueeze(-1)) & (overlap == n_true.unsqueeze(1))
-    lhc = pair & (purity > 0.75)
-    tracks = pred_valid & (n_pred > 0)
-    dm_per_particle = dm.sum(1)  # (B, T) tracks DM-matched to each particle
-    return {
-        "particles": int(target.sum()),
-        "dm_found": int((dm.any(1) & target).sum()),
-        "perfect_found": int((perfect.any(1) & target).sum()),
-        "lhc_found": int((lhc.any(1) & target).sum()),
-        "tracks": int(tracks.sum()),
-        "fake_tracks": int((tracks & ~(pair & (purity > 0.5)).any(-1)).sum()),
-        "duplicate_tracks": int((dm_per_particle - 1).clamp_min(0).sum()),
+    return counts_from_flags(track_flags(pred_valid, pred_mask, true_valid, true_mask, hit_valid, target))
+
+
+def counts_from_flags(flags: dict[str, Tensor]) -> dict[str, int]:
+    """The integer counts of ``track_counts`` from the per-object flags of ``track_flags``."""
+    names = {
+        "particles": "particle_target",
+        "dm_found": "particle_dm",
+        "perfect_found": "particle_perfect",
+        "lhc_found": "particle_lhc",
+        "tracks": "track_valid",
+        "fake_tracks": "track_fake",
+        "duplicate_tracks": "track_duplicate",
     }
+    return {name: int(flags[key].sum()) for name, key in names.items()}
 
 
 def track_rates(counts: dict[str, int]) -> dict[str, float]:

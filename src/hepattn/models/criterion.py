@@ -31,25 +31,53 @@ class SetCriterion(nn.Module):
     ``{layer}/{task}/{loss}``; ``"loss"`` is their sum.
     """
 
-    def __init__(self, matcher: HungarianMatcher, target_object: str = "particle", aux_loss: bool = True):
+    def __init__(
+        self,
+        matcher: HungarianMatcher,
+        target_object: str = "particle",
+        aux_loss: bool = True,
+        seed_cost: float = 0.0,
+        input_name: str = "hit",
+    ):
         """Build the criterion.
 
         Args:
             matcher: turns the summed cost into an assignment.
             target_object: the objects queries are matched to; ``{target_object}_valid`` marks real ones.
             aux_loss: also supervise the intermediate decoder layers (else only the last).
+            seed_cost: for queries seeded on constituents (dynamic queries), the cost bonus for matching a
+                query to the target that owns its seed; 0 matches on the task costs alone.
+            input_name: the constituents, for ``{target_object}_{input_name}_valid`` (the seed owner).
         """
         super().__init__()
         self.matcher = matcher
         self.target_object = target_object
         self.aux_loss = aux_loss
+        self.seed_cost = seed_cost
+        self.owner_key = f"{target_object}_{input_name}_valid"
 
-    def match(self, layer_outputs: dict, tasks: list[ObjectTask], batch: dict, query_valid: Tensor) -> Tensor:
+    def seed_owner_cost(self, seed_index: Tensor, batch: dict) -> Tensor:
+        """(B, Q, T) minus ``seed_cost`` where target t owns the seed constituent of query q, else 0.
+
+        Without it, the masks of a fresh model say nothing, the matching is arbitrary, and on events with
+        thousands of constituents the mask heads settle on empty masks (the optimum for random targets).
+        Matching a seeded query to its seed's owner gives every query a consistent target from the start.
+        """
+        owner = batch[self.owner_key]  # (B, T, N)
+        index = seed_index.unsqueeze(1).expand(-1, owner.shape[1], -1)
+        return -self.seed_cost * owner.gather(2, index).transpose(1, 2).float()
+
+    def match(
+        self, layer_outputs: dict, tasks: list[ObjectTask], batch: dict, queries: dict[str, Tensor]
+    ) -> Tensor:
         """The (B, Q) index of the target matched to each query (-1: none) for one layer."""
         costs = [c for t in tasks if (c := t.cost(layer_outputs[t.name], batch)) is not None]
         if not costs:
             raise ValueError("no object task provides a matching cost")
-        return self.matcher(torch.stack(costs).sum(0), query_valid, batch[f"{self.target_object}_valid"])
+        cost = torch.stack(costs).sum(0)
+        if self.seed_cost and queries.get("index") is not None:
+            cost = cost + self.seed_owner_cost(queries["index"], batch)
+        return self.matcher(cost, queries["valid"], batch[f"{self.target_object}_valid"])
 
     def forward(self, outputs: dict, batch: dict[str, Tensor], tasks: list[nn.Module]) -> dict[str, Tensor]:
         """Losses of a model's outputs (see ``MaskFormer.forward``) against the targets in ``batch``."""
@@ -62,10 +90,9 @@ class SetCriterion(nn.Module):
         layers = sorted((k for k in outputs if k.startswith("layer_")), key=lambda k: int(k.split("_")[1]))
         layers = layers if self.aux_loss else layers[-1:]
         for layer in layers:
-            query_valid = outputs["queries"]["valid"]
-            query_to_target = self.match(outputs[layer], object_tasks, batch, query_valid)
+            query_to_target = self.match(outputs[layer], object_tasks, batch, outputs["queries"])
             aligned = align_targets(batch, self.target_object, query_to_target)
-            aligned["query_valid"] = query_valid
+            aligned["query_valid"] = outputs["queries"]["valid"]
             matched = query_to_target >= 0
             for task in object_tasks:
                 for name, value in task.loss(outputs[layer][task.name], aligned, matched, batch).items():

@@ -124,7 +124,9 @@ class LearnedQueries(nn.Module):
         super().__init__()
         self.queries = nn.Parameter(torch.randn(num_queries, dim) * 0.02)
 
-    def forward(self, x: Tensor, x_valid=None, encoder_outputs=None) -> tuple[Tensor, Tensor, Tensor | None]:
+    def forward(
+        self, x: Tensor, x_valid=None, encoder_outputs=None, batch=None
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
         """Returns queries (B, Q, D), query_valid (B, Q) and no constituent index."""
         q = self.queries.to(x.dtype).expand(x.shape[0], -1, -1)
         return q, torch.ones(q.shape[:2], dtype=torch.bool, device=x.device), None
@@ -138,17 +140,44 @@ class DynamicQueries(nn.Module):
     arXiv 2606.17631). Events with fewer valid constituents than Q get invalid queries.
     """
 
-    def __init__(self, num_queries: int, dim: int, seed_task: str):
+    def __init__(
+        self,
+        num_queries: int,
+        dim: int,
+        seed_task: str,
+        identity_init: bool = False,
+        teacher_field: str | None = None,
+    ):
+        """Build the query maker.
+
+        Args:
+            num_queries: Q, the most objects an event can have.
+            dim: embedding size D.
+            seed_task: name of the constituent task whose logits rank the seeds.
+            identity_init: start the projection as the identity, so that a query begins as its seed's
+                embedding (with a shared mask embedding its first mask is centred on its seed).
+            teacher_field: in training, the constituents flagged by this boolean batch field (the true
+                seeds, e.g. "hit_seed") are taken first and the seed head's best fill the rest; in
+                evaluation only the seed head chooses. Teacher forcing of queries as in DN-DETR (arXiv
+                2203.01305): the decoder learns to follow a seed from the first step instead of waiting
+                for the seed head, which a fresh model on thousands of hits does not learn in time.
+        """
         super().__init__()
         self.num_queries = num_queries
         self.seed_task = seed_task
+        self.teacher_field = teacher_field
         self.proj = nn.Linear(dim, dim)
+        if identity_init:
+            nn.init.eye_(self.proj.weight)
+            nn.init.zeros_(self.proj.bias)
 
     def forward(
-        self, x: Tensor, x_valid: Tensor | None, encoder_outputs: dict
+        self, x: Tensor, x_valid: Tensor | None, encoder_outputs: dict, batch: dict | None = None
     ) -> tuple[Tensor, Tensor, Tensor]:
         """Returns queries (B, Q, D), query_valid (B, Q) and the chosen constituent indices (B, Q)."""
-        score = encoder_outputs[self.seed_task]["logit"].detach()
+        score = encoder_outputs[self.seed_task]["logit"].detach().float()
+        if self.training and self.teacher_field is not None:
+            score = score.sigmoid() + batch[self.teacher_field].float()  # true seeds first, then the head's
         if x_valid is not None:
             score = score.masked_fill(~x_valid, float("-inf"))
         k = min(self.num_queries, x.shape[1])

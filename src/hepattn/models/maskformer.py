@@ -12,6 +12,17 @@ from hepattn.models.tasks.base import ConstituentTask, ObjectTask
 from hepattn.models.tasks.mask import ObjectMaskTask
 
 
+class ScaleGradient(nn.Module):
+    """Identity in the forward pass; multiplies the gradient flowing back through it by ``scale``."""
+
+    def __init__(self, scale: float):
+        super().__init__()
+        self.scale = scale
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.detach() + self.scale * (x - x.detach())
+
+
 class MaskFormer(nn.Module):
     """Set prediction over constituents with one encoder-decoder transformer.
 
@@ -27,6 +38,7 @@ class MaskFormer(nn.Module):
         decoder: Decoder | None = None,
         queries: LearnedQueries | DynamicQueries | None = None,
         sort_field: str | None = "phi",
+        decoder_grad_scale: float = 1.0,
     ):
         """Wire the model.
 
@@ -37,6 +49,10 @@ class MaskFormer(nn.Module):
             decoder: the query decoder; None for an encoder-only model.
             queries: makes the initial queries; needed with a decoder.
             sort_field: constituent field the encoder sorts by (None: keep the input order).
+            decoder_grad_scale: scale of the gradient that the queries, the decoder and the object tasks
+                send back into the encoder (1: plain end-to-end training). Below 1 the constituent tasks
+                (e.g. the seed head of dynamic queries) shape the encoder, which they cannot do on events
+                with thousands of hits while the decoder's much larger gradient flows in.
         """
         super().__init__()
         self.input_name = input_net.input_name
@@ -45,6 +61,7 @@ class MaskFormer(nn.Module):
         self.decoder = decoder
         self.queries = queries
         self.sort_field = sort_field
+        self.memory = nn.Identity() if decoder_grad_scale == 1.0 else ScaleGradient(decoder_grad_scale)
         self.tasks = nn.ModuleList(tasks)
         self.constituent_tasks = [t for t in tasks if isinstance(t, ConstituentTask)]
         self.object_tasks = [t for t in tasks if isinstance(t, ObjectTask)]
@@ -78,7 +95,8 @@ class MaskFormer(nn.Module):
         outputs: dict[str, dict] = {"encoder": {t.name: t(x) for t in self.constituent_tasks}}
         if self.decoder is None:
             return outputs
-        q, q_valid, index = self.queries(x, x_valid, outputs["encoder"])
+        x = self.memory(x)  # what the decoder reads; its gradient into the encoder may be scaled
+        q, q_valid, index = self.queries(x, x_valid, outputs["encoder"], batch)
         outputs["queries"] = {"valid": q_valid, "index": index}
         mask_fn = None if self.mask_task is None else self.mask_task.mask_logits
         for i, q_i in enumerate(self.decoder(q, x, x_valid, q_valid, mask_fn)):

@@ -36,8 +36,9 @@ class MaskFormerModule(L.LightningModule):
         outputs = self.model(batch)
         losses = self.criterion(outputs, batch, self.model.tasks)
         size = batch[f"{self.model.input_name}_valid"].shape[0]
-        self.log_dict({f"{stage}/{k}": v for k, v in losses.items()}, batch_size=size, prog_bar=False)
-        self.log(f"{stage}_loss", losses["loss"], batch_size=size, prog_bar=True)
+        sync = stage != "train"  # epoch-level val/test means: averaged over the processes under DDP
+        self.log_dict({f"{stage}/{k}": v for k, v in losses.items()}, batch_size=size, sync_dist=sync)
+        self.log(f"{stage}_loss", losses["loss"], batch_size=size, prog_bar=True, sync_dist=sync)
         if stage != "train":
             self.accumulate(outputs, batch)
         return losses["loss"]

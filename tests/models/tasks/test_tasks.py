@@ -66,11 +66,24 @@ def test_filter_loss_ignores_padding_and_predict_applies_the_threshold():
         ConstituentClassificationTask("f", D, losses={"hinge": 1.0})
 
 
-def test_distance_similarity_is_highest_for_the_nearest_constituent():
-    q = torch.tensor([[[0.0, 0.0], [5.0, 5.0]]])
-    x = torch.tensor([[[0.1, 0.0], [5.0, 4.9], [9.0, 9.0]]])
-    logits = DistanceSimilarity()(q, x)
+def test_distance_similarity_is_highest_for_the_nearest_direction_and_ignores_scale():
+    q = torch.tensor([[[1.0, 0.0], [1.0, 1.0]]])
+    x = torch.tensor([[[2.0, 0.1], [3.0, 2.9], [-1.0, 0.0]]])
+    similarity = DistanceSimilarity(init_scale=10.0, init_bias=1.0)
+    logits = similarity(q, x)
     assert logits[0].argmax(-1).tolist() == [0, 1]
+    torch.testing.assert_close(similarity(7.0 * q, 0.01 * x), logits)
+    at_itself = similarity(q, q)  # a query on a constituent's own embedding: distance 0, logit = bias
+    torch.testing.assert_close(at_itself.diagonal(dim1=1, dim2=2), torch.ones(1, 2))
+    assert logits[0, 0, 2].item() == pytest.approx(1.0 - 10.0 * 4.0)  # opposite direction: distance^2 = 4
+
+
+def test_shared_embedding_centres_a_seeded_query_on_its_seed():
+    torch.manual_seed(0)
+    task = ObjectMaskTask("mask", 16, similarity="distance", shared_embed=True)
+    x = torch.randn(1, 30, 16)
+    logits = task.mask_logits(x[:, [4, 17]], x)
+    assert logits[0].argmax(-1).tolist() == [4, 17]
 
 
 def test_mask_task_rejects_unknown_names():

@@ -6,6 +6,7 @@
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hepattn.models import losses
@@ -24,22 +25,25 @@ class DotSimilarity(nn.Module):
 
 
 class DistanceSimilarity(nn.Module):
-    """Mask logit ``b - s * |q - x|^2 / E``: a locality prior, a hit belongs to a query near it.
+    """Mask logit ``b - s * |q/|q| - x/|x||^2``: a locality prior, a hit belongs to a query near it.
 
     With a dot product a query says "hits in my direction"; with a distance it says "hits near me",
-    which is what a track is in a smooth embedding. A CPU tracking prototype learned only with this
-    head; on the circle toy of the tests the dot product learns faster.
+    which is what a track is in a smooth embedding. The embeddings are normalised so that the squared
+    distance lies in [0, 4] whatever their scale, and the sharpness s starts at ``init_scale``: on events
+    with thousands of hits the raw embeddings of a fresh model all lie close together, and a scale that
+    must first grow by orders of magnitude loses the race against the bias, which the mask loss drives
+    down until every mask is empty.
     """
 
-    def __init__(self):
+    def __init__(self, init_scale: float = 10.0, init_bias: float = 1.0):
         super().__init__()
-        self.log_scale = nn.Parameter(torch.zeros(()))
-        self.bias = nn.Parameter(torch.ones(()))
+        self.log_scale = nn.Parameter(torch.tensor(math.log(init_scale)))
+        self.bias = nn.Parameter(torch.tensor(init_bias))
 
     def forward(self, q: Tensor, x: Tensor) -> Tensor:
-        dist2 = (q.square().sum(-1, keepdim=True) + x.square().sum(-1).unsqueeze(1)
-                 - 2 * torch.einsum("bqe,bne->bqn", q, x))  # fmt: skip
-        return self.bias - self.log_scale.exp() * dist2.clamp_min(0) / q.shape[-1]
+        q, x = F.normalize(q, dim=-1), F.normalize(x, dim=-1)
+        dist2 = (2 - 2 * torch.einsum("bqe,bne->bqn", q, x)).clamp_min(0)  # |q - x|^2 of unit vectors
+        return self.bias - self.log_scale.exp() * dist2
 
 
 SIMILARITIES = {"dot": DotSimilarity, "distance": DistanceSimilarity}
@@ -58,6 +62,7 @@ class ObjectMaskTask(ObjectTask):
         losses: dict[str, float] | None = None,
         costs: dict[str, float] | None = None,
         embed_dim: int | None = None,
+        shared_embed: bool = False,
     ):
         """Build the head.
 
@@ -70,6 +75,8 @@ class ObjectMaskTask(ObjectTask):
             losses: loss name ("bce", "focal", "dice") -> weight.
             costs: cost name ("bce", "focal", "dice") -> weight in the matching.
             embed_dim: size E of the query and constituent mask embeddings (default D).
+            shared_embed: one MLP embeds queries and constituents, so that a query initialised from a
+                constituent (dynamic queries) starts at that constituent in the mask space.
         """
         super().__init__()
         if similarity not in SIMILARITIES:
@@ -83,8 +90,8 @@ class ObjectMaskTask(ObjectTask):
         self.loss_weights = check_weights("losses", losses or {"bce": 1.0, "dice": 1.0}, MASK_LOSSES, name)
         self.cost_weights = check_weights("costs", costs or {"bce": 1.0, "dice": 1.0}, MASK_COSTS, name)
         embed_dim = embed_dim or dim
-        self.query_embed = Mlp(dim, dim, embed_dim)
         self.input_embed = Mlp(dim, dim, embed_dim)
+        self.query_embed = self.input_embed if shared_embed else Mlp(dim, dim, embed_dim)
         self.similarity = SIMILARITIES[similarity]()
 
     def mask_logits(self, q: Tensor, x: Tensor) -> Tensor:
@@ -105,4 +112,4 @@ class ObjectMaskTask(ObjectTask):
         return {n: w * MASK_LOSSES[n](logit, target, valid, matched) for n, w in self.loss_weights.items()}
 
     def predict(self, outputs: dict[str, Tensor]) -> dict[str, Tensor]:
-        return {"mask": outputs["logit"] > 0}
+        return {"logit": outputs["logit"], "mask": outputs["logit"] > 0}

@@ -1,0 +1,143 @@
+"""``hepattn demo``: simulate, prepare, train the filter and the tracker, evaluate, report.
+
+Everything the demo makes stays under its output folder: the TrackML events, the prepared arrays,
+the filtered events, both models' checkpoints and logs, the predictions, the TrackML submission of the
+test split, ``metrics.json``, the plots and ``report.md``. Each stage skips work that is already done
+(complete events, prepared files), so a rerun after an interruption goes on where it stopped.
+"""
+
+import json
+import platform
+import time
+from dataclasses import asdict, dataclass
+from importlib import resources
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from hepattn.data.dataset import load_event
+from hepattn.data.prep import prepare_directory
+from hepattn.experiments.evaluate import evaluate
+from hepattn.experiments.predictions import write_predictions, write_submission
+from hepattn.experiments.reco import Reconstruction, filter_directory
+from hepattn.experiments.report import write_report
+from hepattn.training.cli import build, load_weights
+
+PIXEL_VOLUMES = [7, 8, 9]
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    """Sizes of one demo run. ``QUICK`` fits 20 minutes on 2 CPU cores, ``LONG`` 60 minutes."""
+
+    pileup: float = 10.0
+    train_events: int = 300
+    val_events: int = 20
+    test_events: int = 50
+    filter_steps: int = 600
+    tracker_steps: int = 2000
+    threshold: float = 0.1  # filter probability above which a hit goes to the tracker
+    min_pt: float = 1.0  # GeV, reconstructable particles
+    seed: int = 1
+    workers: int = 2
+
+
+QUICK = DemoSettings()
+LONG = DemoSettings(train_events=800, test_events=100, filter_steps=1500, tracker_steps=7000)
+
+
+def config(name: str) -> Path:
+    """Path of a shipped config, e.g. ``trackml/filter_small.yaml``."""
+    return Path(str(resources.files("hepattn") / "configs" / name))
+
+
+def simulate_splits(out: Path, s: DemoSettings, detectors: Path) -> None:
+    from hepattn.data.sim.run import simulate
+
+    first = 100_000  # disjoint event-id ranges per split, so each split is its own reproducible sample
+    for split, n in zip(SPLITS, (s.train_events, s.val_events, s.test_events), strict=True):
+        simulate(out / "events" / split, n, s.pileup, s.seed, "ttbar", s.workers, first, detectors)
+        first += n
+
+
+def train(configs: list[Path], data: dict[str, Path], steps: int, root: Path) -> Path:
+    """Fit a model from shipped configs on the given folders; returns its last checkpoint."""
+    overrides = [f"--data.init_args.{split}_dir={path}" for split, path in data.items()]
+    overrides += [
+        f"--trainer.max_steps={steps}",
+        f"--model.lr_scheduler.init_args.total_steps={steps}",
+        f"--trainer.default_root_dir={root}",
+        f"--trainer.val_check_interval={max(steps // 4, 1)}",
+    ]
+    cli = build(configs, overrides)
+    last = Path(cli.trainer.default_root_dir) / "last.ckpt"
+    cli.trainer.fit(cli.model, cli.datamodule)
+    checkpoint = Path(cli.trainer.checkpoint_callback.last_model_path or last)
+    return checkpoint
+
+
+def load(configs: list[Path], checkpoint: Path):
+    return load_weights(build(configs).model, checkpoint)
+
+
+def run_demo(out: str | Path, s: DemoSettings = QUICK, detectors: Path | None = None) -> dict:
+    """Run every stage into ``out``; returns (and writes) the metrics."""
+    from hepattn.data.sim.run import default_detectors
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    timing = {}
+    start = time.perf_counter()
+    simulate_splits(out, s, detectors or default_detectors())
+    timing["simulate_s"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    for split in SPLITS:
+        prepare_directory(out / "events" / split, out / "prepared" / split, PIXEL_VOLUMES)
+    timing["prepare_s"] = time.perf_counter() - start
+
+    filter_configs = [config("trackml/filter_small.yaml")]
+    start = time.perf_counter()
+    data = {split: out / "prepared" / split for split in ("train", "val")}
+    filter_ckpt = train(filter_configs, data, s.filter_steps, out / "filter")
+    timing["train_filter_s"] = time.perf_counter() - start
+
+    hit_filter = load(filter_configs, filter_ckpt)
+    start = time.perf_counter()
+    for split in ("train", "val"):
+        filter_directory(hit_filter, out / "prepared" / split, out / "filtered" / split, s.threshold)
+    timing["filter_events_s"] = time.perf_counter() - start
+
+    tracker_configs = [config("trackml/tracking_small.yaml")]
+    start = time.perf_counter()
+    data = {split: out / "filtered" / split for split in ("train", "val")}
+    tracker_ckpt = train(tracker_configs, data, s.tracker_steps, out / "tracker")
+    timing["train_tracker_s"] = time.perf_counter() - start
+
+    reco = Reconstruction(hit_filter, load(tracker_configs, tracker_ckpt), s.threshold)
+    files = sorted((out / "prepared" / "test").glob("event*.npz"))
+    results, seconds = [], 0.0
+    for path in tqdm(files, desc="reconstruct test", unit="event"):
+        event = load_event(path)
+        start = time.perf_counter()
+        results.append((path.stem, event, reco(event)))
+        seconds += time.perf_counter() - start
+    timing["inference_ms_per_event"] = 1000 * seconds / len(files)
+    attrs = {"min_pt": s.min_pt, "max_eta": 4.0, "threshold": s.threshold}
+    predictions = write_predictions(out / "predictions.h5", results, attrs)
+    write_submission(predictions, out / "submission.csv")
+
+    metrics = evaluate(predictions, out / "plots")
+    plots = [Path(p) for p in metrics.pop("plots")]
+    metrics["timing"] = {k: round(v, 3) for k, v in timing.items()}
+    metrics["settings"] = asdict(s)
+    metrics["machine"] = {
+        "cpu_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    write_report(out, metrics, plots)
+    return metrics

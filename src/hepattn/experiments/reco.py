@@ -1,0 +1,120 @@
+"""The two-stage reconstruction: hit filter, then tracker, on prepared events.
+
+``filter_directory`` writes the hits that the filter keeps as prepared events again, which is what the
+tracker trains on. ``Reconstruction`` runs both models on a whole event and returns one hit-to-track
+assignment: every hit goes to at most one track, as in a TrackML submission, and every metric is
+computed from that assignment on the full event (so hits and particles lost by the filter count).
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from hepattn.data.batch import collate
+from hepattn.data.dataset import TargetCuts, load_event, save_event, to_model_inputs
+from hepattn.training.module import MaskFormerModule
+
+
+def _inputs(module: MaskFormerModule, event: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    fields = module.model.input_net.fields
+    batch = collate([to_model_inputs(event, TargetCuts(), fields)])
+    return {k: v.to(module.device) for k, v in batch.items()}
+
+
+@torch.no_grad()
+def filter_probability(module: MaskFormerModule, event: dict[str, np.ndarray], task: str = "hit_filter"):
+    """(N,) probability that each hit of ``event`` belongs to a target particle."""
+    outputs = module.model(_inputs(module, event))
+    return torch.sigmoid(outputs["encoder"][task]["logit"][0].float()).cpu().numpy()
+
+
+def select_hits(event: dict[str, np.ndarray], keep: np.ndarray) -> dict[str, np.ndarray]:
+    """The event restricted to the hits in ``keep`` (bool, N); particles stay, their nhits are recounted.
+
+    Adds ``hit_index`` (the kept hits' indices in the full event) and ``particle_nhits_all`` (the count
+    before the selection).
+    """
+    n = len(keep)
+    out = {k: (v[keep] if k.startswith("hit_") and len(v) == n else v) for k, v in event.items()}
+    out["hit_index"] = (
+        np.flatnonzero(keep).astype(np.int64) if "hit_index" not in event else event["hit_index"][keep]
+    )
+    owner = out["hit_particle"]
+    out["particle_nhits_all"] = event.get("particle_nhits_all", event["particle_nhits"])
+    out["particle_nhits"] = np.bincount(owner[owner >= 0], minlength=len(event["particle_pt"])).astype(
+        np.float32
+    )
+    return out
+
+
+def filter_directory(
+    module: MaskFormerModule, in_dir: str | Path, out_dir: str | Path, threshold: float
+) -> list[Path]:
+    """Apply the filter to every prepared event of ``in_dir``; write the kept hits to ``out_dir``.
+
+    Each written event also holds ``hit_filter_prob`` of its kept hits.
+    """
+    in_dir, out_dir = Path(in_dir), Path(out_dir)
+    files = sorted(in_dir.glob("event*.npz"))
+    if not files:
+        raise FileNotFoundError(f"no prepared events (event*.npz) in {in_dir}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for path in tqdm(files, desc=f"filter {in_dir.name}", unit="event"):
+        event = load_event(path)
+        prob = filter_probability(module, event)
+        event["hit_filter_prob"] = prob.astype(np.float32)
+        save_event(out_dir / path.name, select_hits(event, prob >= threshold))
+        written.append(out_dir / path.name)
+    return written
+
+
+@dataclass
+class Reconstruction:
+    """Filter then tracker on one prepared event; each hit is assigned to at most one track.
+
+    Attributes:
+        filter: the trained hit filter (encoder-only module with a ``hit_filter`` task).
+        tracker: the trained tracker (with ``track_valid``, ``track_hit`` and ``track_params`` tasks).
+        threshold: filter probability above which a hit goes to the tracker.
+    """
+
+    filter: MaskFormerModule
+    tracker: MaskFormerModule
+    threshold: float = 0.5
+
+    @torch.no_grad()
+    def __call__(self, event: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Predictions for one event.
+
+        Returns:
+            ``hit_filter_prob`` (N,), ``hit_track`` (N,) track index or -1, ``track_prob`` (T,) and
+            ``track_{pt,eta,phi,vz}`` (T,) for the T tracks that own at least one hit.
+        """
+        prob = filter_probability(self.filter, event)
+        kept = select_hits(event | {"hit_filter_prob": prob}, prob >= self.threshold)
+        hit_track = np.full(len(prob), -1, dtype=np.int64)
+        out = {"hit_filter_prob": prob.astype(np.float32), "hit_track": hit_track}
+        fields = ("pt", "eta", "phi", "vz")
+        if not len(kept["hit_index"]):
+            return (
+                out
+                | {"track_prob": np.zeros(0, np.float32)}
+                | {f"track_{f}": np.zeros(0, np.float32) for f in fields}
+            )
+        preds = self.tracker.model.predict(self.tracker.model(_inputs(self.tracker, kept)))
+        valid = (preds["track_valid"]["valid"] & preds["queries"]["valid"])[0]
+        logit = preds["track_hit"]["logit"][0].float().masked_fill(~valid.unsqueeze(-1), float("-inf"))
+        best, owner = logit.max(dim=0)  # (N_kept,) the valid track that claims each hit most strongly
+        owner = torch.where(best > 0, owner, -1).cpu().numpy()
+        used = np.unique(owner[owner >= 0])  # tracks that own at least one hit, renumbered 0..T-1
+        remap = np.full(logit.shape[0], -1, dtype=np.int64)
+        remap[used] = np.arange(len(used))
+        hit_track[kept["hit_index"]] = np.where(owner >= 0, remap[owner.clip(0)], -1)
+        out["track_prob"] = preds["track_valid"]["prob"][0, used].cpu().numpy().astype(np.float32)
+        for f in fields:
+            out[f"track_{f}"] = preds["track_params"][f][0, used].cpu().numpy().astype(np.float32)
+        return out

@@ -1,0 +1,97 @@
+"""Filter hand-off, predictions file, submission CSV and evaluation on hand-built events."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hepattn.experiments.evaluate import evaluate
+from hepattn.experiments.predictions import read_predictions, write_predictions, write_submission
+from hepattn.experiments.reco import select_hits
+from hepattn.metrics.reco import trackml_score
+
+
+def event() -> dict[str, np.ndarray]:
+    """8 hits: particle 0 (pT 2 GeV) owns hits 0-3, particle 1 (pT 3 GeV) hits 4-6, hit 7 is noise."""
+    n = 8
+    return {
+        "hit_x": np.arange(n, dtype=np.float32),
+        "hit_y": np.zeros(n, np.float32),
+        "hit_z": np.zeros(n, np.float32),
+        "hit_id": np.arange(1, n + 1),
+        "hit_particle": np.array([0, 0, 0, 0, 1, 1, 1, -1]),
+        "hit_weight": np.array([0.1, 0.2, 0.2, 0.1, 0.15, 0.1, 0.15, 0.0], np.float32),
+        "particle_id": np.array([1001, 2002]),
+        "particle_pt": np.array([2.0, 3.0], np.float32),
+        "particle_eta": np.array([0.1, -1.0], np.float32),
+        "particle_phi": np.array([0.0, 1.0], np.float32),
+        "particle_vz": np.array([0.0, 5.0], np.float32),
+        "particle_nhits": np.array([4.0, 3.0], np.float32),
+    }
+
+
+def predictions(hit_track, prob=None) -> dict[str, np.ndarray]:
+    hit_track = np.asarray(hit_track)
+    num_tracks = hit_track.max() + 1
+    out = {
+        "hit_filter_prob": np.ones(8, np.float32) if prob is None else np.asarray(prob, np.float32),
+        "hit_track": hit_track,
+    }
+    return out | {f"track_{k}": np.zeros(num_tracks, np.float32) for k in ("prob", "pt", "eta", "phi", "vz")}
+
+
+def test_select_hits_keeps_indices_and_recounts_particles():
+    keep = np.array([True, False, True, True, False, False, True, True])
+    kept = select_hits(event(), keep)
+    assert kept["hit_index"].tolist() == [0, 2, 3, 6, 7]
+    assert kept["hit_id"].tolist() == [1, 3, 4, 7, 8]
+    assert kept["particle_nhits"].tolist() == [3, 1]
+    assert kept["particle_nhits_all"].tolist() == [4, 3]
+    again = select_hits(kept, np.array([False, True, True, True, False]))  # a second selection composes
+    assert again["hit_index"].tolist() == [2, 3, 6]
+    assert again["particle_nhits_all"].tolist() == [4, 3]
+
+
+def test_perfect_reconstruction_scores_one(tmp_path):
+    preds = predictions([0, 0, 0, 0, 1, 1, 1, -1])
+    path = write_predictions(tmp_path / "p.h5", [("event000000001", event(), preds)])
+    metrics = evaluate(path, tmp_path / "plots")
+    plots = {Path(p).name for p in metrics["plots"]}
+    assert plots >= {"efficiency_vs_pt.png", "fake_rate_vs_eta.png", "filter_roc.png", "residuals.png"}
+    t = metrics["tracking"]
+    assert (t["dm_efficiency"], t["perfect_efficiency"], t["lhc_efficiency"]) == (1.0, 1.0, 1.0)
+    assert (t["fake_rate"], t["duplicate_rate"]) == (0.0, 0.0)
+    assert t["trackml_score"] == pytest.approx(1.0)
+    assert metrics["filter"]["hit_efficiency"] == 1.0 and metrics["filter"]["hits_per_event_after"] == 8
+
+
+def test_filter_losses_count_against_the_efficiency(tmp_path):
+    # the filter drops hits 4, 5 of particle 1; its last hit alone is not a double-majority track
+    prob = [0.9, 0.9, 0.9, 0.9, 0.1, 0.1, 0.9, 0.9]
+    preds = predictions([0, 0, 0, 0, -1, -1, 1, -1], prob)
+    path = write_predictions(tmp_path / "p.h5", [("event000000001", event(), preds)], {"threshold": 0.5})
+    metrics = evaluate(path)
+    assert metrics["tracking"]["dm_efficiency"] == 0.5
+    assert metrics["filter"]["hit_efficiency"] == pytest.approx(5 / 7)
+    assert metrics["filter"]["hit_purity"] == pytest.approx(5 / 6)
+
+
+def test_submission_csv_gives_the_same_trackml_score(tmp_path):
+    preds = predictions([0, 0, 1, 1, 2, 2, 2, 0])
+    path = write_predictions(tmp_path / "p.h5", [("event000000007", event(), preds)])
+    csv = pd.read_csv(write_submission(path, tmp_path / "submission.csv"))
+    assert csv.columns.tolist() == ["event_id", "hit_id", "track_id"]
+    assert (csv.event_id == 7).all() and csv.track_id.tolist() == [1, 1, 2, 2, 3, 3, 3, 1]
+    ev = event()
+    pid = np.where(ev["hit_particle"] >= 0, ev["particle_id"][ev["hit_particle"].clip(0)], 0)
+    expected = trackml_score(csv.track_id.to_numpy(), pid, ev["hit_weight"])
+    assert evaluate(path)["tracking"]["trackml_score"] == pytest.approx(expected)
+    _, events = read_predictions(path)
+    name, stored = next(events)
+    assert name == "event000000007" and stored["hit_track"].tolist() == preds["hit_track"].tolist()
+
+
+def test_missing_predictions_file_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"nothing\.h5"):
+        evaluate(tmp_path / "nothing.h5")
