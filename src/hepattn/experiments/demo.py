@@ -72,10 +72,10 @@ def train(configs: list[Path], data: dict[str, Path], steps: int, root: Path) ->
         f"--trainer.val_check_interval={max(steps // 4, 1)}",
     ]
     cli = build(configs, overrides)
-    last = Path(cli.trainer.default_root_dir) / "last.ckpt"
     cli.trainer.fit(cli.model, cli.datamodule)
-    checkpoint = Path(cli.trainer.checkpoint_callback.last_model_path or last)
-    return checkpoint
+    if not cli.trainer.checkpoint_callback.last_model_path:
+        raise RuntimeError(f"training in {root} wrote no last.ckpt: the config needs save_last")
+    return Path(cli.trainer.checkpoint_callback.last_model_path)
 
 
 def load(configs: list[Path], checkpoint: Path):
