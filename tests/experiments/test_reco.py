@@ -5,10 +5,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from hepattn.experiments.evaluate import evaluate
 from hepattn.experiments.predictions import read_predictions, write_predictions, write_submission
-from hepattn.experiments.reco import select_hits
+from hepattn.experiments.reco import select_hits, suppress_duplicates
 from hepattn.metrics.reco import trackml_score
 
 
@@ -95,3 +96,19 @@ def test_submission_csv_gives_the_same_trackml_score(tmp_path):
 def test_missing_predictions_file_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"nothing\.h5"):
         evaluate(tmp_path / "nothing.h5")
+
+
+def test_duplicate_suppression_keeps_the_most_probable_of_overlapping_tracks():
+    mask = torch.tensor(
+        [
+            [1, 1, 1, 1, 0, 0, 0, 0],  # track 0
+            [1, 1, 1, 0, 0, 0, 0, 0],  # track 1: all its hits in track 0, less probable -> duplicate
+            [0, 0, 0, 1, 1, 1, 0, 0],  # track 2: 1 of 3 hits shared -> kept
+            [0, 0, 0, 0, 0, 0, 1, 1],  # track 3: not a candidate (probability < 0)
+            [0, 0, 0, 0, 0, 0, 0, 0],  # track 4: no hits
+        ],
+        dtype=torch.bool,
+    )
+    prob = torch.tensor([0.6, 0.9, 0.5, -1.0, 0.99])
+    keep = suppress_duplicates(prob, mask, max_overlap=0.5)
+    assert keep.tolist() == [False, True, True, False, False]  # track 1 first: track 0 shares 3 of 4

@@ -39,6 +39,8 @@ class DemoSettings:
     filter_steps: int = 600
     tracker_steps: int = 2000
     threshold: float = 0.1  # filter probability above which a hit goes to the tracker
+    inference_queries: int = 3200  # seeds at inference: about every kept hit (chosen on the val split)
+    track_threshold: float = 0.05  # validity probability of a track candidate (chosen on the val split)
     min_pt: float = 1.0  # GeV, reconstructable particles
     seed: int = 1
     workers: int = 2
@@ -116,7 +118,8 @@ def run_demo(out: str | Path, s: DemoSettings = QUICK, detectors: Path | None = 
     tracker_ckpt = train(tracker_configs, data, s.tracker_steps, out / "tracker")
     timing["train_tracker_s"] = time.perf_counter() - start
 
-    reco = Reconstruction(hit_filter, load(tracker_configs, tracker_ckpt), s.threshold)
+    tracker = load(tracker_configs, tracker_ckpt)
+    reco = Reconstruction(hit_filter, tracker, s.threshold, s.track_threshold, 0.5, s.inference_queries)
     files = sorted((out / "prepared" / "test").glob("event*.npz"))
     results, seconds = [], 0.0
     for path in tqdm(files, desc="reconstruct test", unit="event"):

@@ -72,6 +72,30 @@ def filter_directory(
     return written
 
 
+def suppress_duplicates(prob: torch.Tensor, mask: torch.Tensor, max_overlap: float) -> torch.Tensor:
+    """(Q,) tracks to keep: non-maximum suppression on hit sets.
+
+    Greedily by probability, a track whose hits are already claimed by kept tracks for more than
+    ``max_overlap`` of its hits is a duplicate and dropped.
+
+    Args:
+        prob: (Q,) validity probability; tracks with prob < 0 are never kept.
+        mask: (Q, N) hits of each track.
+        max_overlap: largest fraction of a kept track's hits that earlier kept tracks may hold.
+    """
+    keep = torch.zeros_like(prob, dtype=torch.bool)
+    claimed = torch.zeros(mask.shape[-1], dtype=torch.bool, device=mask.device)
+    for q in torch.argsort(prob, descending=True):
+        hits = mask[q]
+        size = int(hits.sum())
+        if prob[q] < 0 or size == 0:
+            continue
+        if int((hits & claimed).sum()) <= max_overlap * size:
+            keep[q] = True
+            claimed |= hits
+    return keep
+
+
 @dataclass
 class Reconstruction:
     """Filter then tracker on one prepared event; each hit is assigned to at most one track.
@@ -80,11 +104,22 @@ class Reconstruction:
         filter: the trained hit filter (encoder-only module with a ``hit_filter`` task).
         tracker: the trained tracker (with ``track_valid``, ``track_hit`` and ``track_params`` tasks).
         threshold: filter probability above which a hit goes to the tracker.
+        track_threshold: validity probability above which a query is a track candidate.
+        max_overlap: duplicate suppression (``suppress_duplicates``) among the candidates.
+        num_queries: queries of the tracker at inference (None: as trained); dynamic queries take
+            the seed head's best constituents, so more queries cover more particles.
     """
 
     filter: MaskFormerModule
     tracker: MaskFormerModule
     threshold: float = 0.5
+    track_threshold: float = 0.5
+    max_overlap: float = 0.5
+    num_queries: int | None = None
+
+    def __post_init__(self):
+        if self.num_queries is not None:
+            self.tracker.model.queries.num_queries = self.num_queries
 
     @torch.no_grad()
     def __call__(self, event: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -100,21 +135,20 @@ class Reconstruction:
         out = {"hit_filter_prob": prob.astype(np.float32), "hit_track": hit_track}
         fields = ("pt", "eta", "phi", "vz")
         if not len(kept["hit_index"]):
-            return (
-                out
-                | {"track_prob": np.zeros(0, np.float32)}
-                | {f"track_{f}": np.zeros(0, np.float32) for f in fields}
-            )
+            return out | {f"track_{f}": np.zeros(0, np.float32) for f in ("prob", *fields)}
         preds = self.tracker.model.predict(self.tracker.model(_inputs(self.tracker, kept)))
-        valid = (preds["track_valid"]["valid"] & preds["queries"]["valid"])[0]
-        logit = preds["track_hit"]["logit"][0].float().masked_fill(~valid.unsqueeze(-1), float("-inf"))
-        best, owner = logit.max(dim=0)  # (N_kept,) the valid track that claims each hit most strongly
+        track_prob = preds["track_valid"]["prob"][0].float()
+        candidate = (track_prob >= self.track_threshold) & preds["queries"]["valid"][0]
+        logit = preds["track_hit"]["logit"][0].float()
+        keep = suppress_duplicates(track_prob.masked_fill(~candidate, -1.0), logit > 0, self.max_overlap)
+        logit = logit.masked_fill(~keep.unsqueeze(-1), float("-inf"))
+        best, owner = logit.max(dim=0)  # (N_kept,) the kept track that claims each hit most strongly
         owner = torch.where(best > 0, owner, -1).cpu().numpy()
         used = np.unique(owner[owner >= 0])  # tracks that own at least one hit, renumbered 0..T-1
         remap = np.full(logit.shape[0], -1, dtype=np.int64)
         remap[used] = np.arange(len(used))
         hit_track[kept["hit_index"]] = np.where(owner >= 0, remap[owner.clip(0)], -1)
-        out["track_prob"] = preds["track_valid"]["prob"][0, used].cpu().numpy().astype(np.float32)
+        out["track_prob"] = track_prob[used].cpu().numpy().astype(np.float32)
         for f in fields:
             out[f"track_{f}"] = preds["track_params"][f][0, used].cpu().numpy().astype(np.float32)
         return out
