@@ -9,7 +9,7 @@ import torch
 
 from hepattn.experiments.evaluate import evaluate
 from hepattn.experiments.predictions import read_predictions, write_predictions, write_submission
-from hepattn.experiments.reco import select_hits, suppress_duplicates
+from hepattn.experiments.reco import assign_hits, select_hits, suppress_duplicates
 from hepattn.metrics.reco import trackml_score
 
 
@@ -112,3 +112,29 @@ def test_duplicate_suppression_keeps_the_most_probable_of_overlapping_tracks():
     prob = torch.tensor([0.6, 0.9, 0.5, -1.0, 0.99])
     keep = suppress_duplicates(prob, mask, max_overlap=0.5)
     assert keep.tolist() == [False, True, True, False, False]  # track 1 first: track 0 shares 3 of 4
+
+
+def test_each_hit_goes_to_the_kept_track_that_claims_it_most_and_short_tracks_give_theirs_up():
+    logit = torch.tensor(
+        [
+            [3.0, 2.0, 1.0, 0.5, -1.0, -1.0],  # track 0: hits 0-3
+            [1.0, 4.0, -1.0, -1.0, 2.0, -1.0],  # track 1: wins hit 1, owns hit 4 -> 2 hits
+            [9.0, 9.0, 9.0, 9.0, 9.0, 9.0],  # track 2: not kept
+            [-1.0, -1.0, -1.0, -1.0, -1.0, -2.0],  # track 3: claims nothing
+        ]
+    )
+    keep = torch.tensor([True, True, False, True])
+    assert assign_hits(logit, keep).tolist() == [0, 1, 0, 0, 1, -1]
+    assert assign_hits(logit, keep, min_hits=3).tolist() == [0, -1, 0, 0, -1, -1]
+
+
+def test_tracks_with_an_unsure_mask_give_their_hits_up():
+    logit = torch.tensor(
+        [
+            [4.0, 4.0, 4.0, -1.0, -1.0, -1.0],  # sure: mean probability 0.98
+            [-1.0, -1.0, -1.0, 0.1, 0.2, 3.0],  # unsure: mean probability of its hits 0.68
+        ]
+    )
+    keep = torch.tensor([True, True])
+    assert assign_hits(logit, keep, min_mask_prob=0.5).tolist() == [0, 0, 0, 1, 1, 1]
+    assert assign_hits(logit, keep, min_mask_prob=0.8).tolist() == [0, 0, 0, -1, -1, -1]

@@ -1,6 +1,13 @@
 import torch
 
-from hepattn.models.decoder import Decoder, DecoderLayer, DynamicQueries, LearnedQueries, attention_mask
+from hepattn.models.decoder import (
+    Decoder,
+    DecoderLayer,
+    DynamicQueries,
+    LearnedQueries,
+    SampledQueries,
+    attention_mask,
+)
 
 D, H = 32, 4
 
@@ -95,3 +102,29 @@ def test_teacher_forced_queries_take_the_true_seeds_in_training_only():
     assert sorted(index[0].tolist()) == [1, 4, 9]  # both true seeds, then the head's best
     _, _, index = queries.eval()(x, None, {"seed": {"logit": logit}}, batch)
     assert sorted(index[0].tolist()) == [7, 8, 9]
+
+
+def test_sampled_queries_seed_every_constituent_in_evaluation_and_distinct_valid_ones_in_training():
+    torch.manual_seed(0)
+    x = torch.randn(2, 12, D)
+    x_valid = torch.ones(2, 12, dtype=torch.bool)
+    x_valid[1, 7:] = False
+    queries = SampledQueries(num_queries=5, dim=D)
+    q, q_valid, index = queries.eval()(x, x_valid)
+    assert index.tolist() == [list(range(12))] * 2
+    assert q_valid.tolist() == x_valid.tolist()
+    torch.testing.assert_close(q, x)  # identity-initialised: each query starts as its seed
+    q, q_valid, index = queries.train()(x, x_valid)
+    assert q.shape == (2, 5, D) and q_valid.all()
+    for row in index.tolist():
+        assert len(set(row)) == 5  # no constituent seeds two queries
+    assert (index[1] < 7).all()  # padded constituents are never seeds
+
+
+def test_sampled_queries_cover_all_constituents_over_training_steps():
+    torch.manual_seed(0)
+    queries = SampledQueries(num_queries=3, dim=D).train()
+    seen = set()
+    for _ in range(50):
+        seen |= set(queries(torch.randn(1, 10, D), None)[2][0].tolist())
+    assert seen == set(range(10))

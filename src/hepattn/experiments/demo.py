@@ -36,18 +36,19 @@ class DemoSettings:
     train_events: int = 300
     val_events: int = 20
     test_events: int = 50
-    filter_steps: int = 600
-    tracker_steps: int = 2000
+    filter_steps: int = 1500
+    tracker_steps: int = 3600
     threshold: float = 0.1  # filter probability above which a hit goes to the tracker
-    inference_queries: int = 3200  # seeds at inference: about every kept hit (chosen on the val split)
     track_threshold: float = 0.05  # validity probability of a track candidate (chosen on the val split)
+    min_track_hits: int = 3  # shorter candidates are fragments; their hits stay unassigned
+    min_mask_prob: float = 0.8  # tracks with a less sure mask are dropped (chosen on the val split)
     min_pt: float = 1.0  # GeV, reconstructable particles
     seed: int = 1
     workers: int = 2
 
 
 QUICK = DemoSettings()
-LONG = DemoSettings(train_events=800, test_events=100, filter_steps=1500, tracker_steps=7000)
+LONG = DemoSettings(train_events=800, test_events=100, filter_steps=4000, tracker_steps=7000)
 
 
 def config(name: str) -> Path:
@@ -71,7 +72,7 @@ def train(configs: list[Path], data: dict[str, Path], steps: int, root: Path) ->
         f"--trainer.max_steps={steps}",
         f"--model.lr_scheduler.init_args.total_steps={steps}",
         f"--trainer.default_root_dir={root}",
-        f"--trainer.val_check_interval={max(steps // 4, 1)}",
+        f"--trainer.val_check_interval={steps}",
     ]
     cli = build(configs, overrides)
     cli.trainer.fit(cli.model, cli.datamodule)
@@ -119,7 +120,9 @@ def run_demo(out: str | Path, s: DemoSettings = QUICK, detectors: Path | None = 
     timing["train_tracker_s"] = time.perf_counter() - start
 
     tracker = load(tracker_configs, tracker_ckpt)
-    reco = Reconstruction(hit_filter, tracker, s.threshold, s.track_threshold, 0.5, s.inference_queries)
+    reco = Reconstruction(
+        hit_filter, tracker, s.threshold, s.track_threshold, 0.5, None, s.min_track_hits, s.min_mask_prob
+    )
     files = sorted((out / "prepared" / "test").glob("event*.npz"))
     results, seconds = [], 0.0
     for path in tqdm(files, desc="reconstruct test", unit="event"):

@@ -96,6 +96,29 @@ def suppress_duplicates(prob: torch.Tensor, mask: torch.Tensor, max_overlap: flo
     return keep
 
 
+def assign_hits(
+    logit: torch.Tensor, keep: torch.Tensor, min_hits: int = 1, min_mask_prob: float = 0.0
+) -> np.ndarray:
+    """(N,) for each hit the kept track that claims it most strongly (logit > 0), else -1.
+
+    Args:
+        logit: (Q, N) track-hit mask logits.
+        keep: (Q,) tracks that survived selection and duplicate suppression.
+        min_hits: a track left with fewer hits than this gives them up (they become -1).
+        min_mask_prob: so does a track whose mean mask probability over its hits is lower (the mask
+            score of Mask2Former's inference, arXiv 2112.01527: an unsure mask is an impure track).
+    """
+    best, owner = logit.masked_fill(~keep.unsqueeze(-1), float("-inf")).max(dim=0)
+    owner = torch.where(best > 0, owner, -1).cpu().numpy()
+    claimed = owner >= 0
+    size = np.bincount(owner[claimed], minlength=logit.shape[0])
+    prob = torch.sigmoid(best.float()).cpu().numpy()
+    total = np.bincount(owner[claimed], weights=prob[claimed], minlength=logit.shape[0])
+    mean_prob = total / np.maximum(size, 1)
+    good = (size >= min_hits) & (mean_prob >= min_mask_prob)
+    return np.where(claimed & good[owner.clip(0)], owner, -1)
+
+
 @dataclass
 class Reconstruction:
     """Filter then tracker on one prepared event; each hit is assigned to at most one track.
@@ -106,8 +129,12 @@ class Reconstruction:
         threshold: filter probability above which a hit goes to the tracker.
         track_threshold: validity probability above which a query is a track candidate.
         max_overlap: duplicate suppression (``suppress_duplicates``) among the candidates.
-        num_queries: queries of the tracker at inference (None: as trained); dynamic queries take
-            the seed head's best constituents, so more queries cover more particles.
+        num_queries: queries of the tracker at inference (None: as the query maker decides;
+            ``SampledQueries`` seed one query per kept hit); dynamic queries take the seed head's best
+            constituents, so more queries cover more particles.
+        min_hits: a track that ends up with fewer hits is dropped and its hits left unassigned (targets
+            have at least 3 hits; a one- or two-hit "track" is a fragment, not a track candidate).
+        min_mask_prob: so is a track whose mean mask probability over its hits is lower.
     """
 
     filter: MaskFormerModule
@@ -116,6 +143,8 @@ class Reconstruction:
     track_threshold: float = 0.5
     max_overlap: float = 0.5
     num_queries: int | None = None
+    min_hits: int = 1
+    min_mask_prob: float = 0.0
 
     def __post_init__(self):
         if self.num_queries is not None:
@@ -141,10 +170,8 @@ class Reconstruction:
         candidate = (track_prob >= self.track_threshold) & preds["queries"]["valid"][0]
         logit = preds["track_hit"]["logit"][0].float()
         keep = suppress_duplicates(track_prob.masked_fill(~candidate, -1.0), logit > 0, self.max_overlap)
-        logit = logit.masked_fill(~keep.unsqueeze(-1), float("-inf"))
-        best, owner = logit.max(dim=0)  # (N_kept,) the kept track that claims each hit most strongly
-        owner = torch.where(best > 0, owner, -1).cpu().numpy()
-        used = np.unique(owner[owner >= 0])  # tracks that own at least one hit, renumbered 0..T-1
+        owner = assign_hits(logit, keep, self.min_hits, self.min_mask_prob)
+        used = np.unique(owner[owner >= 0])  # tracks that own at least min_hits hits, renumbered 0..T-1
         remap = np.full(logit.shape[0], -1, dtype=np.int64)
         remap[used] = np.arange(len(used))
         hit_track[kept["hit_index"]] = np.where(owner >= 0, remap[owner.clip(0)], -1)

@@ -6,7 +6,7 @@
 import torch
 from torch import Tensor, nn
 
-from hepattn.models.matcher import HungarianMatcher
+from hepattn.models.matcher import HungarianMatcher, ManyToOneMatcher
 from hepattn.models.tasks.base import ConstituentTask, ObjectTask
 
 
@@ -33,7 +33,7 @@ class SetCriterion(nn.Module):
 
     def __init__(
         self,
-        matcher: HungarianMatcher,
+        matcher: HungarianMatcher | ManyToOneMatcher,
         target_object: str = "particle",
         aux_loss: bool = True,
         seed_cost: float = 0.0,

@@ -132,6 +132,15 @@ class LearnedQueries(nn.Module):
         return q, torch.ones(q.shape[:2], dtype=torch.bool, device=x.device), None
 
 
+def seed_projection(dim: int, identity_init: bool) -> nn.Linear:
+    """The (D, D) map from a seed constituent's embedding to its query, optionally the identity."""
+    proj = nn.Linear(dim, dim)
+    if identity_init:
+        nn.init.eye_(proj.weight)
+        nn.init.zeros_(proj.bias)
+    return proj
+
+
 class DynamicQueries(nn.Module):
     """Queries initialised from the Q constituents that an encoder head scores highest as object seeds.
 
@@ -166,10 +175,7 @@ class DynamicQueries(nn.Module):
         self.num_queries = num_queries
         self.seed_task = seed_task
         self.teacher_field = teacher_field
-        self.proj = nn.Linear(dim, dim)
-        if identity_init:
-            nn.init.eye_(self.proj.weight)
-            nn.init.zeros_(self.proj.bias)
+        self.proj = seed_projection(dim, identity_init)
 
     def forward(
         self, x: Tensor, x_valid: Tensor | None, encoder_outputs: dict, batch: dict | None = None
@@ -185,3 +191,40 @@ class DynamicQueries(nn.Module):
         q = self.proj(x.gather(1, index.unsqueeze(-1).expand(-1, -1, x.shape[-1])))
         q_valid = torch.ones_like(index, dtype=torch.bool) if x_valid is None else x_valid.gather(1, index)
         return q, q_valid, index
+
+
+class SampledQueries(nn.Module):
+    """One query per constituent at inference; a random sample of Q constituents in training.
+
+    Each query starts from its seed constituent's embedding (projected). At inference every valid
+    constituent seeds a query, so no object lacks a seed and no seed head is needed; duplicates are
+    removed afterwards (e.g. by non-maximum suppression on the masks). Training on a uniform sample of
+    the same seeds keeps the cost bounded and shows the heads the seeds they will see: seeds on hits of
+    no target, which validity must reject, and several seeds per object (see ``ManyToOneMatcher``).
+    """
+
+    def __init__(self, num_queries: int, dim: int, identity_init: bool = True):
+        """Build the query maker.
+
+        Args:
+            num_queries: Q, seeds sampled per event in training.
+            dim: embedding size D.
+            identity_init: start the projection as the identity, so that a query begins as its seed's
+                embedding (with a shared mask embedding its first mask is centred on its seed).
+        """
+        super().__init__()
+        self.num_queries = num_queries
+        self.proj = seed_projection(dim, identity_init)
+
+    def forward(
+        self, x: Tensor, x_valid: Tensor | None, encoder_outputs=None, batch=None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Returns queries (B, Q, D), query_valid (B, Q) and the seed constituent indices (B, Q)."""
+        valid = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device) if x_valid is None else x_valid
+        if self.training:
+            score = torch.rand(x.shape[:2], device=x.device).masked_fill(~valid, -1.0)
+            index = score.topk(min(self.num_queries, x.shape[1]), dim=-1).indices
+        else:
+            index = torch.arange(x.shape[1], device=x.device).expand(x.shape[0], -1)
+        q = self.proj(x.gather(1, index.unsqueeze(-1).expand(-1, -1, x.shape[-1])))
+        return q, valid.gather(1, index), index

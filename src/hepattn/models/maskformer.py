@@ -5,7 +5,7 @@
 
 from torch import Tensor, nn
 
-from hepattn.models.decoder import Decoder, DynamicQueries, LearnedQueries
+from hepattn.models.decoder import Decoder, DynamicQueries, LearnedQueries, SampledQueries
 from hepattn.models.embed import InputNet
 from hepattn.models.encoder import Encoder
 from hepattn.models.tasks.base import ConstituentTask, ObjectTask
@@ -36,7 +36,7 @@ class MaskFormer(nn.Module):
         encoder: Encoder,
         tasks: list[nn.Module],
         decoder: Decoder | None = None,
-        queries: LearnedQueries | DynamicQueries | None = None,
+        queries: LearnedQueries | DynamicQueries | SampledQueries | None = None,
         sort_field: str | None = "phi",
         decoder_grad_scale: float = 1.0,
     ):
