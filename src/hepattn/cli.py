@@ -103,6 +103,21 @@ def evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def bench(args: argparse.Namespace) -> int:
+    """Time and memory of the shipped TrackML models against the number of hits."""
+    from hepattn.bench.run import Settings, command
+
+    settings = Settings(
+        args.device, args.hits, args.kernels, args.parts, args.precision, args.compile, args.repeats,
+        args.warmup, args.size, args.threads, args.seed, args.budget,
+    )  # fmt: skip
+    return command(settings, args.json, args.plot, args.flops)
+
+
+def _list(kind=str):
+    return lambda text: [kind(item) for item in text.split(",") if item]
+
+
 TRAINING_COMMANDS = ("fit", "validate", "test", "predict")
 
 
@@ -158,6 +173,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("predictions", help="predictions HDF5 written by the demo or `predict`")
     p.add_argument("--out", help="folder for the plots (default: next to the predictions)")
     p.set_defaults(func=evaluate)
+    p = commands.add_parser("bench", help="time and memory of the TrackML models vs hits (table, JSON, plot)")
+    p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when visible, else cpu")
+    p.add_argument("--hits", type=_list(int), help="comma list (default cpu 1000-16000, cuda 10000-60000)")
+    p.add_argument("--kernels", type=_list(), help="attention kernels (default: all usable on the device)")
+    parts = "encoder,decoder,model,train,matcher,filter"
+    p.add_argument("--parts", "--modes", type=_list(), default=parts, help=f"{parts} (default: all)")
+    p.add_argument("--precision", type=_list(), help="fp32 and/or bf16 (default cpu fp32, cuda bf16)")
+    p.add_argument("--compile", type=_list(), default="off", help="off, on (torch.compile), graphs (CUDA)")
+    p.add_argument("--repeats", type=int, default=3, help="timed calls per row (the median is reported)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed calls first (compilation, lazy init)")
+    p.add_argument("--size", choices=["full", "reduced"], help="model size (default cpu reduced, cuda full)")
+    p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic events")
+    p.add_argument("--budget", type=float, help="seconds; rows not started by then are skipped")
+    p.add_argument("--json", help="write the report as JSON to this file")
+    p.add_argument("--plot", help="write the log-log time and memory vs hits figure (PNG) to this file")
+    p.add_argument("--flops", action="store_true", help="only print the analytic FLOP and byte counts")
+    p.set_defaults(func=bench)
     for name in TRAINING_COMMANDS:
         commands.add_parser(
             name, help=f"{name} a model from a YAML config (LightningCLI; --help for options)"

@@ -7,6 +7,7 @@ so a kernel may assume it is only given what it supports. Window positions count
 over the n valid constituents of each event (a prefix of the row, or one segment of a packed batch).
 """
 
+from functools import cache
 from itertools import pairwise
 
 import torch
@@ -146,6 +147,30 @@ def ring_allowed(pi: Tensor, pj: Tensor, n: Tensor, window: int, wrap: bool, num
     return (pi < num_global) | (pj < num_global) | (d <= window // 2)
 
 
+@cache
+def _compiled(fn, dynamic: bool):
+    return torch.compile(fn, dynamic=dynamic)
+
+
+def _flex_ops(q: Tensor, window: int | None):
+    """create_block_mask and flex_attention: compiled, unless already under a compile or unsupported there.
+
+    Eager, both build the dense (B, H, Nq, Nk) mask and scores: one windowed encoder at 4k hits peaked at
+    1.6 GB on CPU, growing as N^2. Compiled, they work block by block. Inductor's CPU template takes no
+    float64 and has no backward, so those inputs (the float64 test oracle, CPU training) stay eager. On CPU
+    only windows are compiled, one static shape per length (torch 2.13): there the compiled block mask of a
+    (Nq, Nk) attention mask fails to build for some shapes (Nq 500, Nk 16k), and eager is only Nq x Nk.
+    On CUDA shapes are dynamic from the start, so that new lengths do not recompile and the variants
+    (window, cross, self; with and without gradients) stay within dynamo's recompile limit.
+    """
+    cpu = q.device.type == "cpu"
+    eager_only = q.dtype == torch.float64 or (cpu and (q.requires_grad or window is None))
+    if torch.compiler.is_compiling() or eager_only:
+        return create_block_mask, flex_attention
+    dynamic = not cpu
+    return _compiled(create_block_mask, dynamic), _compiled(flex_attention, dynamic)
+
+
 def flex_kernel(
     q: Tensor,
     k: Tensor,
@@ -158,7 +183,7 @@ def flex_kernel(
     wrap: bool = False,
     num_global: int = 0,
 ) -> Tensor:
-    """FlexAttention with a BlockMask; fused under torch.compile, eager materialises the scores.
+    """FlexAttention with a BlockMask, through a compiled kernel where it matters (see `_flex_ops`).
 
     On CPU there is no backward pass. Windows index per-token tables of the position within the event and
     the event length; packed segments also a segment id.
@@ -185,10 +210,12 @@ def flex_kernel(
         mods.append(
             lambda b, h, qi, kj: ring_allowed(pos[b, qi], pos[b, kj], length[b, qi], window, wrap, num_global)
         )
+    make_block_mask, attend = _flex_ops(q, window)
     if not mods:
-        return flex_attention(q, k, v)
-    block_mask = create_block_mask(and_masks(*mods), B, None, Nq, Nk, device=q.device)
-    return flex_attention(q, k, v, block_mask=block_mask)
+        return attend(q, k, v)
+    with torch.no_grad():  # a block mask holds block indices only; one compiled variant for both modes
+        block_mask = make_block_mask(and_masks(*mods), B, None, Nq, Nk, device=q.device)
+    return attend(q, k, v, block_mask=block_mask)
 
 
 def _cumsum0(n: Tensor) -> Tensor:

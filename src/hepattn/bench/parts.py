@@ -1,0 +1,153 @@
+"""The timed parts: each turns a ``Case`` into a callable that runs one part once.
+
+# B batch, N hits, Q queries, T targets, D dim.
+
+- encoder: ``Encoder.forward`` on the embedded hits (sort by phi, every layer, unsort), inference.
+- decoder: ``Decoder.forward`` on the encoded hits and the initial queries: every layer with its mask
+  attention (the mask logits of the previous layer), inference. The object heads are not included.
+- model: ``MaskFormer.forward`` of the tracker, everything from the hit fields to every layer's heads.
+- train: one training step: forward, ``SetCriterion`` (costs, matching of every layer, losses),
+  backward, gradient clipping as the config's trainer does, and the optimizer step.
+- matcher: the matcher alone on the last layer's summed cost (B, Q, T), host copy included; one row per
+  assignment solver, named in the kernel column.
+- filter: ``MaskFormer.forward`` of the hit filter (filter.yaml), inference.
+"""
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+
+import torch
+from torch import Tensor, nn
+
+from hepattn.bench.cases import Case
+from hepattn.models.matcher import SOLVERS, HungarianMatcher, lap
+
+PARTS = ("encoder", "decoder", "model", "train", "matcher", "filter")
+PRECISIONS = ("fp32", "bf16")
+COMPILE_MODES = ("off", "on", "graphs")
+
+
+class Skip(Exception):
+    """A part that cannot run in this setting; the message says why and goes into the report."""
+
+
+def available_solvers() -> list[str]:
+    return [name for name in SOLVERS if name != "lap" or lap is not None]
+
+
+def autocast(device: torch.device, precision: str) -> Callable[[], AbstractContextManager]:
+    """fp32: plain float32 (TF32 matmuls on CUDA, as the configs set); bf16: autocast, as bf16-mixed does."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision '{precision}'; choose one of {PRECISIONS}")
+    if precision == "bf16":
+        return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
+    return nullcontext
+
+
+def _compiled(fn: Callable, compile: str, device: torch.device) -> Callable:
+    """off: eager; on: torch.compile; graphs: torch.compile with CUDA graphs ("reduce-overhead")."""
+    if compile not in COMPILE_MODES:
+        raise ValueError(f"unknown compile mode '{compile}'; choose one of {COMPILE_MODES}")
+    if compile == "off":
+        return fn
+    if compile == "graphs" and device.type != "cuda":
+        raise Skip("CUDA graphs need a CUDA device")
+    # static shapes: one shape per row, and inductor's CPU flex template needs them (torch 2.13)
+    return torch.compile(fn, dynamic=False, mode="reduce-overhead" if compile == "graphs" else None)
+
+
+def _inference(fn: Callable, ctx, *args) -> Callable[[], object]:
+    def run():
+        with torch.no_grad(), ctx():
+            return fn(*args)
+
+    return run
+
+
+def encoder(case: Case, ctx, compile: str) -> Callable[[], object]:
+    model, batch = case.module.model.eval(), case.batch
+    with torch.no_grad(), ctx():
+        x = model.input_net(batch)
+    valid, phi = batch[f"{model.input_name}_valid"], batch[f"{model.input_name}_{model.sort_field}"]
+    return _inference(_compiled(model.encoder, compile, case.device), ctx, x, valid, phi)
+
+
+def decoder(case: Case, ctx, compile: str) -> Callable[[], object]:
+    model, batch = case.module.model.eval(), case.batch
+    if model.decoder is None:
+        raise Skip("the model has no decoder")
+    valid, phi = batch[f"{model.input_name}_valid"], batch[f"{model.input_name}_{model.sort_field}"]
+    with torch.no_grad(), ctx():
+        x = model.encoder(model.input_net(batch), valid, phi)
+        q, q_valid, _ = model.queries(x, valid, {t.name: t(x) for t in model.constituent_tasks}, batch)
+    mask_fn = None if model.mask_task is None else model.mask_task.mask_logits
+    return _inference(_compiled(model.decoder, compile, case.device), ctx, q, x, valid, q_valid, mask_fn)
+
+
+def model(case: Case, ctx, compile: str) -> Callable[[], object]:
+    return _inference(_compiled(case.module.model.eval(), compile, case.device), ctx, case.batch)
+
+
+def train(case: Case, ctx, compile: str) -> Callable[[], object]:
+    if case.kernel == "flex" and case.device.type == "cpu":
+        raise Skip("FlexAttention has no backward on CPU")
+    module, batch = case.module, case.batch
+    net, criterion = module.model.train(), module.criterion
+    optimizer = module.configure_optimizers()
+    optimizer = optimizer["optimizer"] if isinstance(optimizer, dict) else optimizer
+    forward = _compiled(net, compile, case.device)
+    params = [p for p in net.parameters() if p.requires_grad]
+
+    def step():
+        with ctx():
+            loss = criterion(forward(batch), batch, net.tasks)["loss"]
+        loss.backward()
+        if case.grad_clip:
+            nn.utils.clip_grad_norm_(params, case.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return loss
+
+    return step
+
+
+class _Recorder(nn.Module):
+    """Stands in for the criterion's matcher to catch the arguments it is called with."""
+
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner = inner
+        self.calls: list[tuple[Tensor, Tensor | None, Tensor]] = []
+
+    def forward(self, cost: Tensor, query_valid: Tensor | None, target_valid: Tensor) -> Tensor:
+        self.calls.append((cost, query_valid, target_valid))
+        return self.inner(cost, query_valid, target_valid)
+
+
+def matcher_inputs(case: Case, ctx) -> tuple[Tensor, Tensor | None, Tensor]:
+    """The (cost, query_valid, target_valid) the criterion gives its matcher for the last layer."""
+    module, batch = case.module, case.batch
+    criterion, net = module.criterion, module.model.eval()
+    if net.decoder is None:
+        raise Skip("the model has no decoder, nothing to match")
+    recorder = _Recorder(criterion.matcher)
+    criterion.matcher = recorder
+    try:
+        with torch.no_grad(), ctx():
+            criterion(net(batch), batch, net.tasks)
+    finally:
+        criterion.matcher = recorder.inner
+    return recorder.calls[-1]
+
+
+def matcher_from_inputs(
+    cost: Tensor, query_valid: Tensor | None, target_valid: Tensor, solver: str
+) -> Callable[[], object]:
+    return _inference(HungarianMatcher(solver), nullcontext, cost, query_valid, target_valid)
+
+
+def matcher(case: Case, ctx, solver: str) -> Callable[[], object]:
+    return matcher_from_inputs(*matcher_inputs(case, ctx), solver=solver)
+
+
+BUILDERS = {"encoder": encoder, "decoder": decoder, "model": model, "train": train}

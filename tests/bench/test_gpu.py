@@ -1,0 +1,98 @@
+# B batch, N hits, Q queries, D dim, H heads.
+"""The CUDA path: flex mask attention equals the dense reference, bf16 runs, memory stays linear.
+
+Every test needs a CUDA device (``gpu`` marker; skipped elsewhere). None has been run yet: no GPU was
+available when they were written (see docs/benchmarks.md, "Still open").
+"""
+
+import json
+
+import pytest
+import torch
+
+from hepattn.bench.cases import build_module
+from hepattn.bench.timing import GB, PeakMemory
+from hepattn.cli import main
+from hepattn.models.attention import Attention, available_kernels
+from hepattn.models.decoder import Decoder
+from hepattn.models.encoder import Encoder
+from hepattn.models.tasks.mask import ObjectMaskTask
+
+pytestmark = pytest.mark.gpu
+CUDA = torch.device("cuda")
+
+
+@pytest.mark.parametrize(("dtype", "tol"), [(torch.float32, 2e-4), (torch.bfloat16, 4e-2)])
+def test_flex_mask_attention_decoder_equals_dense_torch(dtype, tol):
+    torch.manual_seed(0)
+    dense = Decoder(64, depth=2, num_heads=4, kernel="torch", mask_attention=True)
+    flex = Decoder(64, depth=2, num_heads=4, kernel="flex", mask_attention=True)
+    flex.load_state_dict(dense.state_dict())
+    task = ObjectMaskTask("track_hit", 64)
+    dense, flex, task = (m.to(CUDA, dtype).eval() for m in (dense, flex, task))
+    g = torch.Generator(device=CUDA).manual_seed(0)
+    q = torch.randn(2, 50, 64, device=CUDA, dtype=dtype, generator=g)
+    x = torch.randn(2, 3000, 64, device=CUDA, dtype=dtype, generator=g)
+    x_valid = torch.arange(3000, device=CUDA) < torch.tensor([[3000], [2500]], device=CUDA)
+    with torch.no_grad():
+        expected = dense(q, x, x_valid, None, task.mask_logits)
+        got = flex(q, x, x_valid, None, task.mask_logits)
+    for layer_got, layer_expected in zip(got, expected, strict=True):
+        torch.testing.assert_close(layer_got, layer_expected, atol=tol, rtol=tol)
+
+
+def test_flex_mask_attention_builds_no_dense_query_by_hit_tensor():
+    """Q 2000 queries, N 60k hits, bf16: a dense (Q, N) 16-bit mask or score matrix alone is 229 MiB."""
+    q_len, n = 2000, 60_000
+    attn = Attention(256, 8, "flex", attn_mask=True).to(CUDA, torch.bfloat16).eval()
+    q = torch.randn(1, q_len, 256, device=CUDA, dtype=torch.bfloat16)
+    kv = torch.randn(1, n, 256, device=CUDA, dtype=torch.bfloat16)
+    attn_valid = torch.rand(1, q_len, n, device=CUDA) < 0.01
+    with torch.no_grad():
+        attn(q, kv, attn_valid=attn_valid)  # compiles
+        peak = PeakMemory(CUDA)
+        peak.start()
+        attn(q, kv, attn_valid=attn_valid)
+        used = peak.stop()
+    assert used < q_len * n * 2, f"{used / 2**20:.0f} MiB"
+
+
+@pytest.mark.parametrize("kernel", [k for k in ("torch", "flex", "flash") if k in available_kernels()])
+def test_64k_hit_encoder_in_bf16_within_8_gb(kernel):
+    encoder = build_module("tracking", kernel, "full", CUDA)[0].model.encoder.eval()
+    n = 65536
+    x = torch.randn(1, n, 256, device=CUDA)
+    phi = torch.rand(1, n, device=CUDA) * 6.28 - 3.14
+    peak = PeakMemory(CUDA)
+    peak.start()
+    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+        out = encoder(x, torch.ones(1, n, dtype=torch.bool, device=CUDA), phi)
+    used = peak.stop()
+    assert out.isfinite().all()
+    assert used < 8 * GB, f"{used / GB:.2f} GiB"
+
+
+def test_flex_encoder_gradients_equal_torch_on_cuda():
+    torch.manual_seed(0)
+    ref = Encoder(64, depth=2, num_heads=4, kernel="torch", window=64, wrap=True).to(CUDA)
+    flex = Encoder(64, depth=2, num_heads=4, kernel="flex", window=64, wrap=True).to(CUDA)
+    flex.load_state_dict(ref.state_dict())
+    x = torch.randn(2, 1000, 64, device=CUDA)
+    valid = torch.arange(1000, device=CUDA) < torch.tensor([[1000], [700]], device=CUDA)
+    phi = torch.rand(2, 1000, device=CUDA) * 6.28 - 3.14
+    for enc in (ref, flex):
+        (enc(x, valid, phi) * valid[..., None]).square().sum().backward()
+    for (name, p_ref), p_flex in zip(ref.named_parameters(), flex.parameters(), strict=True):
+        torch.testing.assert_close(p_flex.grad, p_ref.grad, atol=1e-3, rtol=1e-3, msg=name)
+
+
+def test_bench_on_cuda_in_bf16_writes_every_row(tmp_path):
+    out = tmp_path / "bench.json"
+    args = ["bench", "--device", "cuda", "--hits", "4000", "--parts", "encoder,decoder,model,train,matcher"]
+    args += ["--repeats", "1", "--precision", "bf16", "--json", str(out)]
+    assert main(args) == 0
+    report = json.loads(out.read_text())
+    assert report["failed"] == [] and report["header"]["cuda"]["name"]
+    modes = {(r["kernel"], r["mode"]) for r in report["rows"]}
+    assert {("flex", "train"), ("flex", "model"), ("torch", "train")} <= modes
+    assert all(r["precision"] == "bf16" and r["peak_mb"] is not None for r in report["rows"])
