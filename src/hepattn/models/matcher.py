@@ -105,7 +105,7 @@ class HungarianMatcher(nn.Module):
 class ManyToOneMatcher(nn.Module):
     """Each query takes its cheapest target when that cost is below ``max_cost``; targets may be shared.
 
-    With dynamic queries seeded on every constituent and a ``seed_cost`` larger than any task cost
+    With queries seeded on constituents (``SampledQueries``) and a ``seed_cost`` larger than any task cost
     (``SetCriterion``), the cheapest target of a query seeded on a hit of target t is t, at a cost below
     zero, and a query seeded on a hit of no target costs at least zero everywhere: the assignment is
     "a query belongs to its seed's owner". Every seed of a particle then learns that particle's mask and
