@@ -43,6 +43,21 @@ def test_model_inputs_apply_the_target_cuts(make_frames):
     assert loose["particle_valid"].sum() == 2 and loose["hit_seed"].sum() == 2
 
 
+def test_model_inputs_with_all_particles_flag_the_targets(make_frames):
+    event = prepare_event(make_frames(), volumes=[8])
+    inputs = to_model_inputs(event, TargetCuts(min_pt=1.0, min_hits=3), ["x"], all_particles=True)
+    assert inputs["particle_valid"].tolist() == [True, True]  # both particles have hits
+    assert inputs["particle_target"].tolist() == [True, False]  # only particle 11 passes the cuts
+    assert inputs["particle_hit_valid"].tolist() == [
+        [True, True, True, False, False, False],
+        [False, False, False, True, False, True],
+    ]
+    assert inputs["hit_on_target"].tolist() == [True, True, True, False, False, False]
+    assert inputs["hit_seed"].sum() == 1  # seeds and hit labels stay those of the targets
+    only_targets = to_model_inputs(event, TargetCuts(min_pt=1.0, min_hits=3), ["x"])
+    assert only_targets["particle_target"].tolist() == [True]
+
+
 def test_prepared_events_round_trip_and_feed_the_batch(tmp_path, make_frames):
     event = prepare_event(make_frames())
     save_event(tmp_path / "event000000001.npz", event)

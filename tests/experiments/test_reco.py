@@ -78,6 +78,19 @@ def test_filter_losses_count_against_the_efficiency(tmp_path):
     assert metrics["filter"]["hit_purity"] == pytest.approx(5 / 6)
 
 
+def test_fake_rate_above_the_pt_cut_counts_tracks_by_their_reconstructed_pt(tmp_path):
+    # track 0 is particle 0's; track 1 (hits 3, 4, 7: three particles) is fake; track 2 holds hits 5, 6
+    preds = predictions([0, 0, 0, 1, 1, 2, 2, 1])
+    preds["track_pt"] = np.array([2.5, 0.4, 3.2], np.float32)  # the fake track is reconstructed below 1 GeV
+    path = write_predictions(tmp_path / "p.h5", [("event000000001", event(), preds)], {"min_pt": 1.0})
+    t = evaluate(path)["tracking"]
+    assert t["fake_rate"] == pytest.approx(1 / 3) and t["tracks_per_event"] == 3
+    assert t["fake_rate_pt_min"] == 0.0
+    preds["track_pt"][1] = 1.5
+    path = write_predictions(tmp_path / "q.h5", [("event000000001", event(), preds)], {"min_pt": 1.0})
+    assert evaluate(path)["tracking"]["fake_rate_pt_min"] == pytest.approx(1 / 3)
+
+
 def test_submission_csv_gives_the_same_trackml_score(tmp_path):
     preds = predictions([0, 0, 1, 1, 2, 2, 2, 0])
     path = write_predictions(tmp_path / "p.h5", [("event000000007", event(), preds)])

@@ -34,6 +34,7 @@ def test_track_table_rows_of_a_hand_made_event():
     assert p["perfect"].tolist() == [True, False] and p["lhc"].tolist() == [True, False]
     # a real track takes its majority particle's value, the fake one its own prediction
     assert t["pt"].tolist() == [2.0, 7.0, 0.5] and t["fake"].tolist() == [False, True, False]
+    assert t["reco_pt"].tolist() == pytest.approx([2.2, 7.0, 0.6])  # always the track's own value
     assert t["duplicate"].tolist() == [False, False, False] and "vz" not in t  # vz: no true value
     assert m["pred_pt"].tolist() == pytest.approx([2.2]) and m["true_pt"].tolist() == [2.0]
     assert table["counts"] == {

@@ -1,6 +1,6 @@
 import torch
 
-from hepattn.models.criterion import SetCriterion, align_targets
+from hepattn.models.criterion import SeedOwnerCriterion, SetCriterion, align_targets
 from hepattn.models.matcher import HungarianMatcher
 from hepattn.models.tasks.classify import ObjectValidTask
 from hepattn.models.tasks.mask import ObjectMaskTask
@@ -73,3 +73,61 @@ def test_seed_cost_matches_each_seeded_query_to_the_owner_of_its_seed():
     layer = {"mask": {"logit": torch.zeros(b, q, n)}}
     assignment = SetCriterion(HungarianMatcher(), seed_cost=10.0).match(layer, tasks, batch, queries)
     assert assignment[:, :t].tolist() == perm.tolist()
+
+
+def seeded_batch(b: int, t: int, n: int, seed: int):
+    """Hits owned by random targets (-1: by none), every hit seeding one query."""
+    torch.manual_seed(seed)
+    owner = torch.randint(-1, t, (b, n))
+    batch = {
+        "hit_valid": torch.ones(b, n, dtype=torch.bool),
+        "particle_valid": torch.ones(b, t, dtype=torch.bool),
+        "particle_hit_valid": owner.unsqueeze(1) == torch.arange(t).view(1, t, 1),
+    }
+    queries = {"valid": torch.ones(b, n, dtype=torch.bool), "index": torch.arange(n).expand(b, -1)}
+    return owner, batch, queries
+
+
+def test_seed_owner_criterion_assigns_every_seeded_query_to_its_seed_owner():
+    owner, batch, queries = seeded_batch(2, 4, 30, seed=2)
+    criterion = SeedOwnerCriterion()
+    assert criterion.match({}, [], batch, queries).tolist() == owner.tolist()
+    # an invalid (padding) target owns nothing, an invalid query is assigned nothing
+    batch["particle_valid"][0, 1] = False
+    queries["valid"][1, 0] = False
+    expected = owner.clone()
+    expected[0][owner[0] == 1] = -1
+    expected[1, 0] = -1
+    assert criterion.match({}, [], batch, queries).tolist() == expected.tolist()
+    no_targets = {k: v[:, :0] if k.startswith("particle") else v for k, v in batch.items()}
+    assert (criterion.match({}, [], no_targets, queries) == -1).all()
+
+
+def test_seed_owner_criterion_trains_masks_of_all_objects_and_validity_of_flagged_ones():
+    owner, batch, queries = seeded_batch(1, 3, 12, seed=3)
+    batch["particle_target"] = torch.tensor([[True, False, True]])
+    tasks = [ObjectValidTask("valid", 8, target_flag="target"), ObjectMaskTask("mask", 8)]
+    seed_is_target = (owner >= 0) & (owner != 1)
+    perfect_mask = torch.where(batch["particle_hit_valid"][0][owner[0].clamp_min(0)], 20.0, -20.0)[None]
+    outputs = {
+        "queries": queries,
+        "layer_0": {
+            "valid": {"logit": torch.where(seed_is_target, 20.0, -20.0)},
+            "mask": {"logit": torch.where((owner >= 0).unsqueeze(-1), perfect_mask, -20.0)},
+        },
+    }
+    losses = SeedOwnerCriterion()(outputs, batch, tasks)
+    assert losses["loss"].item() < 1e-3  # masks of particle 1 (no target) are learned, its validity is 0
+    outputs["layer_0"]["valid"]["logit"] = torch.where(owner >= 0, 20.0, -20.0)  # calls particle 1 real
+    assert SeedOwnerCriterion()(outputs, batch, tasks)["layer_0/valid/bce"].item() > 1.0
+    outputs["layer_0"]["mask"]["logit"][0, owner[0] == 1] *= -1  # wrong masks on particle 1's seeds
+    assert SeedOwnerCriterion()(outputs, batch, tasks)["layer_0/mask/bce"].item() > 1.0
+
+
+def test_flagged_validity_cost_prefers_not_real_for_unflagged_targets():
+    task = ObjectValidTask("valid", 8, target_flag="target")
+    flags = torch.tensor([[True, False]])
+    batch = {"particle_valid": torch.ones(1, 2, dtype=torch.bool), "particle_target": flags}
+    cost = task.cost({"logit": torch.tensor([[4.0, -4.0]])}, batch)
+    assert cost[0, 0, 0] < cost[0, 0, 1]  # a confident query is best matched to the flagged target
+    assert cost[0, 1, 1] < cost[0, 1, 0]  # an unsure one to the unflagged target

@@ -5,9 +5,7 @@ import pytest
 import torch
 
 from hepattn.models import matcher as matcher_module
-from hepattn.models.criterion import SetCriterion
-from hepattn.models.matcher import HungarianMatcher, ManyToOneMatcher
-from hepattn.models.tasks.mask import ObjectMaskTask
+from hepattn.models.matcher import HungarianMatcher
 
 needs_lap = pytest.mark.skipif(matcher_module.lap is None, reason="lapx is not installed")
 SOLVERS = ["scipy", pytest.param("lap", marks=needs_lap)]
@@ -153,34 +151,3 @@ def test_nonfinite_replacement_keeps_finite_entries_and_outweighs_their_sum():
     assert np.array_equal(finite[np.isfinite(cost)], cost[np.isfinite(cost)])
     assert finite[0, 1] == finite[1, 1] > spread
     assert finite[2, 0] < -spread
-
-
-def test_many_to_one_gives_each_query_its_cheapest_target_below_the_bound():
-    cost = torch.tensor([[[-5.0, 1.0], [2.0, -3.0], [1.0, 2.0], [-1.0, -2.0], [-4.0, 9.0]]])
-    query_valid = torch.tensor([[True, True, True, True, False]])
-    assignment = ManyToOneMatcher(max_cost=0.0)(cost, query_valid, torch.tensor([[True, True]]))
-    assert assignment.tolist() == [[0, 1, -1, 1, -1]]  # target 1 is shared; query 2 costs >= 0 everywhere
-    only_first = ManyToOneMatcher()(cost, None, torch.tensor([[True, False]]))
-    assert only_first.tolist() == [[0, -1, -1, 0, 0]]  # padded targets are never assigned
-
-
-def test_many_to_one_with_seed_cost_assigns_every_seeded_query_to_its_seed_owner():
-    torch.manual_seed(0)
-    b, t, n = 2, 4, 30
-    owner = torch.randint(-1, t, (b, n))  # -1: a hit of no target
-    batch = {
-        "hit_valid": torch.ones(b, n, dtype=torch.bool),
-        "particle_valid": torch.ones(b, t, dtype=torch.bool),
-        "particle_hit_valid": owner.unsqueeze(1) == torch.arange(t).view(1, t, 1),
-    }
-    index = torch.arange(n).expand(b, -1)  # every hit seeds a query
-    queries = {"valid": torch.ones(b, n, dtype=torch.bool), "index": index}
-    layer = {"mask": {"logit": torch.randn(b, n, n)}}
-    criterion = SetCriterion(ManyToOneMatcher(), seed_cost=100.0)
-    assignment = criterion.match(layer, [ObjectMaskTask("mask", 8)], batch, queries)
-    assert assignment.tolist() == owner.tolist()
-
-
-def test_many_to_one_with_no_targets_assigns_nothing():
-    assignment = ManyToOneMatcher()(torch.zeros(1, 3, 0), None, torch.zeros(1, 0, dtype=torch.bool))
-    assert assignment.tolist() == [[-1, -1, -1]]

@@ -54,6 +54,9 @@ class TrackMLDataModule(SplitDataModule):
 
     The model sizes that the data decides are exposed as properties so that the CLI can link them
     (``input_fields`` for the input network), instead of writing them twice in a config.
+    With ``all_particles`` every particle with a hit is an object (``particle_target`` flags those passing
+    the pT, eta and hit cuts), so masks can be learned for all of them while validity and efficiency
+    concern the targets; by default the objects are the targets only.
     """
 
     def __init__(
@@ -70,8 +73,10 @@ class TrackMLDataModule(SplitDataModule):
         num_train: int | None = None,
         num_val: int | None = None,
         num_test: int | None = None,
+        all_particles: bool = False,
     ):
         super().__init__(hit_fields, batch_size, num_workers)
+        self.all_particles = all_particles
         self.dirs = {"train": train_dir, "val": val_dir, "test": test_dir}
         self.limits = {"train": num_train, "val": num_val, "test": num_test}
         self.cuts = TargetCuts(min_pt=min_pt, max_eta=max_eta, min_hits=min_hits)
@@ -83,6 +88,6 @@ class TrackMLDataModule(SplitDataModule):
             if directory is None:
                 raise ValueError(f"no {split}_dir given to {type(self).__name__}")
             self.datasets[split] = TrackMLDataset(
-                Path(directory), self.hit_fields, self.cuts, self.limits[split]
+                Path(directory), self.hit_fields, self.cuts, self.limits[split], self.all_particles
             )
         return self.datasets[split]

@@ -129,11 +129,21 @@ def seed_hits(event: dict[str, np.ndarray], target_index: np.ndarray) -> np.ndar
 
 
 def to_model_inputs(
-    event: dict[str, np.ndarray], cuts: TargetCuts, hit_fields: list[str]
+    event: dict[str, np.ndarray], cuts: TargetCuts, hit_fields: list[str], all_particles: bool = False
 ) -> dict[str, torch.Tensor]:
-    """One event as a ``data.batch`` dict: scaled hit fields, targets, masks and labels."""
-    target = np.flatnonzero(cuts.select(event))
+    """One event as a ``data.batch`` dict: scaled hit fields, targets, masks and labels.
+
+    The objects (``particle_*``) are the target particles (those passing ``cuts``), or with
+    ``all_particles`` every particle with a hit in the event; ``particle_target`` flags the targets.
+    """
+    is_target = cuts.select(event)
     owner = event["hit_particle"]
+    if all_particles:
+        has_hit = np.bincount(owner[owner >= 0], minlength=len(is_target)) > 0
+        objects = np.flatnonzero(has_hit | is_target)
+    else:
+        objects = np.flatnonzero(is_target)
+    target = np.flatnonzero(is_target)
     fields = dict.fromkeys([*hit_fields, "phi"])  # phi is always there: the encoder sorts by it
     out = {
         f"hit_{f}": torch.from_numpy(event[f"hit_{f}"] * np.float32(FEATURE_SCALES.get(f, 1.0)))
@@ -142,10 +152,11 @@ def to_model_inputs(
     out["hit_valid"] = torch.ones(len(owner), dtype=torch.bool)
     out["hit_on_target"] = torch.from_numpy(np.isin(owner, target))
     out["hit_seed"] = torch.from_numpy(seed_hits(event, target))
-    out["particle_valid"] = torch.ones(len(target), dtype=torch.bool)
+    out["particle_valid"] = torch.ones(len(objects), dtype=torch.bool)
+    out["particle_target"] = torch.from_numpy(is_target[objects])
     for f in PARTICLE_FIELDS:
-        out[f"particle_{f}"] = torch.from_numpy(event[f"particle_{f}"][target])
-    out["particle_hit_valid"] = torch.from_numpy(owner[None, :] == target[:, None])
+        out[f"particle_{f}"] = torch.from_numpy(event[f"particle_{f}"][objects])
+    out["particle_hit_valid"] = torch.from_numpy(owner[None, :] == objects[:, None])
     return out
 
 
@@ -167,7 +178,12 @@ class TrackMLDataset(Dataset):
     """Prepared events (``*.npz`` from ``hepattn prep``) as model input dicts."""
 
     def __init__(
-        self, directory: str | Path, hit_fields: list[str], cuts: TargetCuts | None = None, limit=None
+        self,
+        directory: str | Path,
+        hit_fields: list[str],
+        cuts: TargetCuts | None = None,
+        limit=None,
+        all_particles: bool = False,
     ):
         directory = Path(directory)
         if not directory.is_dir():
@@ -183,9 +199,10 @@ class TrackMLDataset(Dataset):
             raise ValueError(f"unknown hit fields {sorted(unknown)}; known: {known}")
         self.hit_fields = list(hit_fields)
         self.cuts = cuts or TargetCuts()
+        self.all_particles = all_particles
 
     def __len__(self) -> int:
         return len(self.files)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        return to_model_inputs(load_event(self.files[i]), self.cuts, self.hit_fields)
+        return to_model_inputs(load_event(self.files[i]), self.cuts, self.hit_fields, self.all_particles)

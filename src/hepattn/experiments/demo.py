@@ -39,9 +39,9 @@ class DemoSettings:
     filter_steps: int = 1500
     tracker_steps: int = 3600
     threshold: float = 0.1  # filter probability above which a hit goes to the tracker
-    track_threshold: float = 0.05  # validity probability of a track candidate (chosen on the val split)
+    track_threshold: float = 0.02  # validity probability of a track candidate (chosen on the val split)
     min_track_hits: int = 3  # shorter candidates are fragments; their hits stay unassigned
-    min_mask_prob: float = 0.8  # tracks with a less sure mask are dropped (chosen on the val split)
+    min_mask_prob: float = 0.0  # tracks with a less sure mask are dropped (0: none; see docs/trackml.md)
     min_pt: float = 1.0  # GeV, reconstructable particles
     seed: int = 1
     workers: int = 2

@@ -84,7 +84,11 @@ def evaluate(predictions: str | os.PathLike, out_dir: str | os.PathLike | None =
     merged = concat_tables(tables)
     totals = merged["counts"]
     prob, label = np.concatenate(filter_prob), np.concatenate(filter_label)
+    tracks = merged["tracks"]
+    above = tracks["reco_pt"] >= cuts.min_pt if "reco_pt" in tracks else np.zeros(0, dtype=bool)
     tracking = track_rates(totals) | {
+        "fake_rate_pt_min": float(tracks["fake"][above].sum() / max(above.sum(), 1)),
+        "tracks_per_event": totals["tracks"] / num_events,
         "trackml_score": float(np.mean(scores)),
         "num_test_events": num_events,
         "pt_min": cuts.min_pt,

@@ -56,7 +56,8 @@ def track_table(
         its parameters and the booleans ``dm``, ``perfect`` and ``lhc`` (found or not). ``tracks``: one
         row per counted track (valid, with at least one hit), the booleans ``fake`` and ``duplicate``,
         and for every shared key the parameter of the particle holding the majority of its hits, or the
-        track's own predicted value when it is fake (no such particle). ``matches``: one row per track
+        track's own predicted value when it is fake (no such particle), and ``reco_{key}``, the track's
+        predicted value. ``matches``: one row per track
         that DM-matches a target particle, ``pred_{key}`` and ``true_{key}`` for every shared key. Every
         column is a flat numpy array; rows of all events of the batch are concatenated.
     """
@@ -70,6 +71,7 @@ def track_table(
 
     rows, owner = f["track_valid"], f["track_particle"]
     tracks = {k: np.where(owner >= 0, _gather(true_p[k], owner, 0), v)[rows] for k, v in pred_p.items()}
+    tracks |= {f"reco_{k}": v[rows] for k, v in pred_p.items()}
     tracks |= {"fake": f["track_fake"][rows], "duplicate": f["track_duplicate"][rows]}
 
     dm = f["track_dm_particle"]

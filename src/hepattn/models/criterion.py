@@ -1,4 +1,4 @@
-"""Set criterion: match queries to targets with the summed task costs, then take the task losses.
+"""Criteria: assign queries to targets (by matched task costs, or by seed), then take the task losses.
 
 # B batch, N constituents, Q queries, T targets.
 """
@@ -6,7 +6,7 @@
 import torch
 from torch import Tensor, nn
 
-from hepattn.models.matcher import HungarianMatcher, ManyToOneMatcher
+from hepattn.models.matcher import HungarianMatcher
 from hepattn.models.tasks.base import ConstituentTask, ObjectTask
 
 
@@ -24,60 +24,29 @@ def align_targets(batch: dict[str, Tensor], target_object: str, query_to_target:
     return aligned
 
 
-class SetCriterion(nn.Module):
-    """For each decoder layer: sum the object tasks' costs, match, and take their weighted losses.
+class Criterion(nn.Module):
+    """For each decoder layer: assign queries to targets (``match``), then take the object tasks' losses.
 
     The final layer and the auxiliary (intermediate) layers go through the same code. Loss names are
-    ``{layer}/{task}/{loss}``; ``"loss"`` is their sum.
+    ``{layer}/{task}/{loss}``; ``"loss"`` is their sum. Subclasses decide the assignment.
     """
 
-    def __init__(
-        self,
-        matcher: HungarianMatcher | ManyToOneMatcher,
-        target_object: str = "particle",
-        aux_loss: bool = True,
-        seed_cost: float = 0.0,
-        input_name: str = "hit",
-    ):
+    def __init__(self, target_object: str = "particle", aux_loss: bool = True):
         """Build the criterion.
 
         Args:
-            matcher: turns the summed cost into an assignment.
             target_object: the objects queries are matched to; ``{target_object}_valid`` marks real ones.
             aux_loss: also supervise the intermediate decoder layers (else only the last).
-            seed_cost: for queries seeded on constituents (dynamic queries), the cost bonus for matching a
-                query to the target that owns its seed; 0 matches on the task costs alone.
-            input_name: the constituents, for ``{target_object}_{input_name}_valid`` (the seed owner).
         """
         super().__init__()
-        self.matcher = matcher
         self.target_object = target_object
         self.aux_loss = aux_loss
-        self.seed_cost = seed_cost
-        self.owner_key = f"{target_object}_{input_name}_valid"
-
-    def seed_owner_cost(self, seed_index: Tensor, batch: dict) -> Tensor:
-        """(B, Q, T) minus ``seed_cost`` where target t owns the seed constituent of query q, else 0.
-
-        Without it, the masks of a fresh model say nothing, the matching is arbitrary, and on events with
-        thousands of constituents the mask heads settle on empty masks (the optimum for random targets).
-        Matching a seeded query to its seed's owner gives every query a consistent target from the start.
-        """
-        owner = batch[self.owner_key]  # (B, T, N)
-        index = seed_index.unsqueeze(1).expand(-1, owner.shape[1], -1)
-        return -self.seed_cost * owner.gather(2, index).transpose(1, 2).float()
 
     def match(
         self, layer_outputs: dict, tasks: list[ObjectTask], batch: dict, queries: dict[str, Tensor]
     ) -> Tensor:
-        """The (B, Q) index of the target matched to each query (-1: none) for one layer."""
-        costs = [c for t in tasks if (c := t.cost(layer_outputs[t.name], batch)) is not None]
-        if not costs:
-            raise ValueError("no object task provides a matching cost")
-        cost = torch.stack(costs).sum(0)
-        if self.seed_cost and queries.get("index") is not None:
-            cost = cost + self.seed_owner_cost(queries["index"], batch)
-        return self.matcher(cost, queries["valid"], batch[f"{self.target_object}_valid"])
+        """The (B, Q) index of the target assigned to each query (-1: none) for one layer."""
+        raise NotImplementedError
 
     def forward(self, outputs: dict, batch: dict[str, Tensor], tasks: list[nn.Module]) -> dict[str, Tensor]:
         """Losses of a model's outputs (see ``MaskFormer.forward``) against the targets in ``batch``."""
@@ -99,3 +68,100 @@ class SetCriterion(nn.Module):
                     losses[f"{layer}/{task.name}/{name}"] = value
         losses["loss"] = torch.stack(list(losses.values())).sum()
         return losses
+
+
+def seed_owners(seed_index: Tensor, owner: Tensor) -> Tensor:
+    """(B, T, Q) True where target t owns the seed constituent of query q.
+
+    Args:
+        seed_index: (B, Q) the constituent each query was seeded on.
+        owner: (B, T, N) constituents of each target (``{target}_{constituent}_valid``).
+    """
+    return owner.gather(2, seed_index.unsqueeze(1).expand(-1, owner.shape[1], -1))
+
+
+class SetCriterion(Criterion):
+    """Set prediction loss: queries are matched to targets by the summed task costs (DETR).
+
+    With ``seed_cost``, a seeded query (dynamic queries) is cheaper to match to its seed's owner.
+    """
+
+    def __init__(
+        self,
+        matcher: HungarianMatcher,
+        target_object: str = "particle",
+        aux_loss: bool = True,
+        seed_cost: float = 0.0,
+        input_name: str = "hit",
+    ):
+        """Build the criterion.
+
+        Args:
+            matcher: turns the summed cost into an assignment.
+            target_object: the objects queries are matched to; ``{target_object}_valid`` marks real ones.
+            aux_loss: also supervise the intermediate decoder layers (else only the last).
+            seed_cost: for queries seeded on constituents (dynamic queries), the cost bonus for matching a
+                query to the target that owns its seed; 0 matches on the task costs alone.
+            input_name: the constituents, for ``{target_object}_{input_name}_valid`` (the seed owner).
+        """
+        super().__init__(target_object, aux_loss)
+        self.matcher = matcher
+        self.seed_cost = seed_cost
+        self.owner_key = f"{target_object}_{input_name}_valid"
+
+    def seed_owner_cost(self, seed_index: Tensor, batch: dict) -> Tensor:
+        """(B, Q, T) minus ``seed_cost`` where target t owns the seed constituent of query q, else 0.
+
+        Without it, the masks of a fresh model say nothing, the matching is arbitrary, and on events with
+        thousands of constituents the mask heads settle on empty masks (the optimum for random targets).
+        Matching a seeded query to its seed's owner gives every query a consistent target from the start.
+        """
+        return -self.seed_cost * seed_owners(seed_index, batch[self.owner_key]).transpose(1, 2).float()
+
+    def match(
+        self, layer_outputs: dict, tasks: list[ObjectTask], batch: dict, queries: dict[str, Tensor]
+    ) -> Tensor:
+        """The (B, Q) index of the target matched to each query (-1: none) for one layer."""
+        costs = [c for t in tasks if (c := t.cost(layer_outputs[t.name], batch)) is not None]
+        if not costs:
+            raise ValueError("no object task provides a matching cost")
+        cost = torch.stack(costs).sum(0)
+        if self.seed_cost and queries.get("index") is not None:
+            cost = cost + self.seed_owner_cost(queries["index"], batch)
+        return self.matcher(cost, queries["valid"], batch[f"{self.target_object}_valid"])
+
+
+class SeedOwnerCriterion(Criterion):
+    """Each query is assigned to the target that owns its seed constituent; queries on other seeds to none.
+
+    For queries seeded on constituents (``SampledQueries``): at inference every constituent seeds a query
+    and duplicates are removed afterwards, so in training every seed of a target learns that target's mask
+    and validity (one-to-many assignment, as in H-DETR arXiv 2207.13080, taken to its limit; the label
+    follows the seed's position as in anchor assignment). No cost is computed: the assignment does not
+    depend on the predictions, which also spares the (Q, T, N) mask costs of matching.
+    """
+
+    def __init__(self, target_object: str = "particle", aux_loss: bool = True, input_name: str = "hit"):
+        """Build the criterion.
+
+        Args:
+            target_object: the objects queries are assigned to; ``{target_object}_valid`` marks real ones.
+            aux_loss: also supervise the intermediate decoder layers (else only the last).
+            input_name: the constituents, for ``{target_object}_{input_name}_valid`` (the seed owner).
+        """
+        super().__init__(target_object, aux_loss)
+        self.owner_key = f"{target_object}_{input_name}_valid"
+
+    @torch.no_grad()
+    def match(
+        self, layer_outputs: dict, tasks: list[ObjectTask], batch: dict, queries: dict[str, Tensor]
+    ) -> Tensor:
+        """The (B, Q) index of the valid target that owns each query's seed (-1: none, or invalid query)."""
+        if queries.get("index") is None:
+            raise ValueError(f"{type(self).__name__} needs seeded queries (queries['index'])")
+        owns = seed_owners(queries["index"], batch[self.owner_key])
+        owns &= batch[f"{self.target_object}_valid"].unsqueeze(-1)
+        if owns.shape[1] == 0:
+            return torch.full_like(queries["index"], -1)
+        owned = owns.any(1) & queries["valid"]
+        return torch.where(owned, owns.byte().argmax(1), -1)

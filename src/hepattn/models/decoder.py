@@ -200,7 +200,7 @@ class SampledQueries(nn.Module):
     constituent seeds a query, so no object lacks a seed and no seed head is needed; duplicates are
     removed afterwards (e.g. by non-maximum suppression on the masks). Training on a uniform sample of
     the same seeds keeps the cost bounded and shows the heads the seeds they will see: seeds on hits of
-    no target, which validity must reject, and several seeds per object (see ``ManyToOneMatcher``).
+    no target, which validity must reject, and several seeds per object (``criterion.SeedOwnerCriterion``).
     """
 
     def __init__(self, num_queries: int, dim: int, identity_init: bool = True):

@@ -100,36 +100,3 @@ class HungarianMatcher(nn.Module):
             rows, cols = solve(sub)
             query_to_target[b, queries[rows]] = targets[cols]
         return torch.from_numpy(query_to_target).to(cost.device)
-
-
-class ManyToOneMatcher(nn.Module):
-    """Each query takes its cheapest target when that cost is below ``max_cost``; targets may be shared.
-
-    With queries seeded on constituents (``SampledQueries``) and a ``seed_cost`` larger than any task cost
-    (``SetCriterion``), the cheapest target of a query seeded on a hit of target t is t, at a cost below
-    zero, and a query seeded on a hit of no target costs at least zero everywhere: the assignment is
-    "a query belongs to its seed's owner". Every seed of a particle then learns that particle's mask and
-    validity, as at inference, where every hit seeds a query and duplicates are removed afterwards
-    (one-to-many assignment, as in H-DETR arXiv 2207.13080, taken to its limit).
-    """
-
-    def __init__(self, max_cost: float = 0.0):
-        """Set the largest cost at which a query is still assigned.
-
-        Args:
-            max_cost: a query whose cheapest valid target costs ``max_cost`` or more stays unassigned.
-        """
-        super().__init__()
-        self.max_cost = max_cost
-
-    @torch.no_grad()
-    def forward(self, cost: Tensor, query_valid: Tensor | None, target_valid: Tensor) -> Tensor:
-        """(B, Q) long: the target assigned to each query, -1 if none (same arguments as the Hungarian)."""
-        if cost.shape[-1] == 0:
-            return torch.full(cost.shape[:2], -1, dtype=torch.long, device=cost.device)
-        cost = cost.detach().float().nan_to_num(nan=float("inf"))
-        best, target = cost.masked_fill(~target_valid.unsqueeze(1), float("inf")).min(dim=-1)
-        assigned = best < self.max_cost
-        if query_valid is not None:
-            assigned &= query_valid
-        return torch.where(assigned, target, -1)

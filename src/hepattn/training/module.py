@@ -5,19 +5,19 @@ import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 
 from hepattn.metrics.reco import track_counts, track_rates
-from hepattn.models.criterion import SetCriterion
+from hepattn.models.criterion import Criterion
 from hepattn.models.maskformer import MaskFormer
 from hepattn.models.tasks.classify import ObjectValidTask
 from hepattn.models.tasks.mask import ObjectMaskTask
 
 
 class MaskFormerModule(L.LightningModule):
-    """Train and evaluate a ``MaskFormer`` with a ``SetCriterion``; both are injected."""
+    """Train and evaluate a ``MaskFormer`` with a ``Criterion`` (e.g. ``SetCriterion``); both are injected."""
 
     def __init__(
         self,
         model: MaskFormer,
-        criterion: SetCriterion,
+        criterion: Criterion,
         optimizer: OptimizerCallable = torch.optim.AdamW,
         lr_scheduler: LRSchedulerCallable | None = None,
     ):
@@ -58,6 +58,7 @@ class MaskFormerModule(L.LightningModule):
             batch[f"{obj}_valid"],
             batch[f"{obj}_{hit}_valid"],
             batch[f"{hit}_valid"],
+            batch.get(f"{obj}_target"),  # with all particles as objects, efficiency counts the targets
         )
         for k, v in counts.items():
             self.counts[k] = self.counts.get(k, 0) + v

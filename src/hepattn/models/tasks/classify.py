@@ -13,7 +13,7 @@ from hepattn.models.tasks.base import ObjectTask, check_weights
 
 
 class ObjectValidTask(ObjectTask):
-    """Whether a query is a real object: the target is 'matched to a target object'."""
+    """Whether a query is a real object: the target is 'matched to a target object' (and flagged)."""
 
     def __init__(
         self,
@@ -24,6 +24,7 @@ class ObjectValidTask(ObjectTask):
         cost_weight: float = 1.0,
         null_weight: float = 1.0,
         threshold: float = 0.5,
+        target_flag: str | None = None,
     ):
         """Build the head.
 
@@ -35,6 +36,9 @@ class ObjectValidTask(ObjectTask):
             cost_weight: weight of the matching cost -log p(valid) (0 to leave it out of matching).
             null_weight: relative weight of unmatched queries in the loss (DETR's eos_coef).
             threshold: probability above which a query is predicted to be an object.
+            target_flag: boolean object field (``{target_object}_{target_flag}``, e.g. "target") that
+                marks the objects a query should call real; a query matched to an unflagged object is
+                trained like an unmatched one (its mask is still learned). None: every matched object.
         """
         super().__init__()
         self.name = name
@@ -43,6 +47,7 @@ class ObjectValidTask(ObjectTask):
         self.cost_weight = cost_weight
         self.null_weight = null_weight
         self.threshold = threshold
+        self.flag_key = None if target_flag is None else f"{target_object}_{target_flag}"
         self.head = Mlp(dim, dim, 1)
 
     def forward(self, q: Tensor, x: Tensor) -> dict[str, Tensor]:
@@ -51,15 +56,19 @@ class ObjectValidTask(ObjectTask):
     def cost(self, outputs: dict[str, Tensor], batch: dict[str, Tensor]) -> Tensor | None:
         if not self.cost_weight:
             return None
+        logit = outputs["logit"].float().unsqueeze(-1)
         num_targets = batch[f"{self.target_object}_valid"].shape[1]
-        cost = F.softplus(-outputs["logit"].float())  # -log sigmoid: the BCE of calling the query real
-        return self.cost_weight * cost.unsqueeze(-1).expand(-1, -1, num_targets)
+        cost = F.softplus(-logit).expand(-1, -1, num_targets)  # -log p: the BCE of calling the query real
+        if self.flag_key is not None:  # a query matched to an unflagged object should be called not real
+            cost = torch.where(batch[self.flag_key].unsqueeze(1), cost, F.softplus(logit))
+        return self.cost_weight * cost
 
     def loss(self, outputs, aligned, matched: Tensor, batch) -> dict[str, Tensor]:
         logit = outputs["logit"].float()
-        weight = torch.where(matched, 1.0, self.null_weight)
+        real = matched if self.flag_key is None else matched & aligned[self.flag_key]
+        weight = torch.where(real, 1.0, self.null_weight)
         q_valid = aligned["query_valid"]
-        loss = F.binary_cross_entropy_with_logits(logit, matched.float(), weight=weight, reduction="none")
+        loss = F.binary_cross_entropy_with_logits(logit, real.float(), weight=weight, reduction="none")
         loss = (loss * q_valid).sum() / (weight * q_valid).sum().clamp_min(1.0)
         return {"bce": self.loss_weights["bce"] * loss}
 
