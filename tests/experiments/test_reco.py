@@ -9,7 +9,13 @@ import torch
 
 from hepattn.experiments.evaluate import evaluate
 from hepattn.experiments.predictions import read_predictions, write_predictions, write_submission
-from hepattn.experiments.reco import assign_hits, select_hits, suppress_duplicates
+from hepattn.experiments.reco import (
+    assign_hits,
+    drop_unfit_tracks,
+    helix_residuals,
+    select_hits,
+    suppress_duplicates,
+)
 from hepattn.metrics.reco import trackml_score
 
 
@@ -151,3 +157,27 @@ def test_tracks_with_an_unsure_mask_give_their_hits_up():
     keep = torch.tensor([True, True])
     assert assign_hits(logit, keep, min_mask_prob=0.5).tolist() == [0, 0, 0, 1, 1, 1]
     assert assign_hits(logit, keep, min_mask_prob=0.8).tolist() == [0, 0, 0, -1, -1, -1]
+
+
+def helix(radius: float, phi0: float, z0: float, dz_ds: float, r: np.ndarray) -> np.ndarray:
+    """(len(r), 3) points at radii r (mm) on a helix through the beam line (circle through the origin)."""
+    s = 2 * radius * np.arcsin(r / (2 * radius))  # arc length from the origin
+    angle = phi0 + s / (2 * radius)  # a chord from the origin turns by half the swept angle
+    return np.stack([r * np.cos(angle), r * np.sin(angle), z0 + dz_ds * s], 1)
+
+
+def test_helix_residuals_vanish_on_a_helix_and_see_a_moved_hit():
+    hits = helix(1500.0, 0.3, 12.0, 0.8, np.array([32.0, 72.0, 116.0, 172.0]))
+    xy, z = helix_residuals(*hits.T)
+    assert xy < 1e-6 and z < 1e-6
+    hits[2, 2] += 3.0
+    assert helix_residuals(*hits.T)[1] > 1.0
+
+
+def test_short_tracks_of_two_particles_are_dropped_and_long_or_fitting_ones_kept():
+    r = np.array([32.0, 72.0, 116.0, 172.0])
+    a, b = helix(1500.0, 0.3, 12.0, 0.8, r), helix(900.0, 0.32, -20.0, 1.1, r)
+    xyz = np.concatenate([a, a[:2], b[2:], b])  # track 0: particle a; track 1: 2 + 2 merge; track 2: b
+    owner = np.array([0] * 4 + [1] * 4 + [2] * 4)
+    assert drop_unfit_tracks(owner, xyz, 4, 0.5, 1.0).tolist() == [0] * 4 + [-1] * 4 + [2] * 4
+    assert drop_unfit_tracks(owner, xyz, 3, 0.5, 1.0).tolist() == owner.tolist()  # only <= 3 hits checked

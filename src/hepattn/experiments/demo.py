@@ -42,6 +42,9 @@ class DemoSettings:
     track_threshold: float = 0.02  # validity probability of a track candidate (chosen on the val split)
     min_track_hits: int = 3  # shorter candidates are fragments; their hits stay unassigned
     min_mask_prob: float = 0.0  # tracks with a less sure mask are dropped (0: none; see docs/trackml.md)
+    fit_max_hits: int = 4  # tracks this short must fit a helix through the beam line (chosen on val)
+    fit_max_xy: float = 1.0  # mm
+    fit_max_z: float = 2.0  # mm
     min_pt: float = 1.0  # GeV, reconstructable particles
     seed: int = 1
     workers: int = 2
@@ -121,8 +124,9 @@ def run_demo(out: str | Path, s: DemoSettings = QUICK, detectors: Path | None = 
 
     tracker = load(tracker_configs, tracker_ckpt)
     reco = Reconstruction(
-        hit_filter, tracker, s.threshold, s.track_threshold, 0.5, None, s.min_track_hits, s.min_mask_prob
-    )
+        hit_filter, tracker, s.threshold, s.track_threshold, 0.5, None, s.min_track_hits, s.min_mask_prob,
+        s.fit_max_hits, s.fit_max_xy, s.fit_max_z,
+    )  # fmt: skip
     files = sorted((out / "prepared" / "test").glob("event*.npz"))
     results, seconds = [], 0.0
     for path in tqdm(files, desc="reconstruct test", unit="event"):

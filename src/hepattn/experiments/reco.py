@@ -119,6 +119,46 @@ def assign_hits(
     return np.where(claimed & good[owner.clip(0)], owner, -1)
 
 
+def helix_residuals(x: np.ndarray, y: np.ndarray, z: np.ndarray) -> tuple[float, float]:
+    """Largest residuals (mm) of hits (mm) from a helix through the beam line.
+
+    In x-y a circle through the origin, x^2 + y^2 = 2 a x + 2 b y, fitted by linear least squares; in
+    (arc length s, z) a straight line. Returns the largest distance of a hit from the circle and the
+    largest z residual. A track built from two particles fits neither; a particle from a displaced
+    vertex does not fit the circle either.
+    """
+    r2 = x**2 + y**2
+    (a, b), *_ = np.linalg.lstsq(np.stack([2 * x, 2 * y], 1), r2, rcond=None)
+    radius = np.hypot(a, b)
+    xy = np.abs(np.hypot(x - a, y - b) - radius)
+    s = 2 * radius * np.arcsin(np.clip(np.sqrt(r2) / (2 * radius), -1.0, 1.0))
+    line = np.stack([np.ones_like(s), s], 1)
+    coef, *_ = np.linalg.lstsq(line, z, rcond=None)
+    return float(xy.max()), float(np.abs(z - line @ coef).max())
+
+
+def drop_unfit_tracks(
+    owner: np.ndarray, xyz: np.ndarray, max_hits: int, max_xy: float, max_z: float
+) -> np.ndarray:
+    """``owner`` (N,) with the hits of short tracks that fit no helix (``helix_residuals``) set to -1.
+
+    Args:
+        owner: (N,) track of each hit, -1 for none.
+        xyz: (N, 3) hit positions in mm.
+        max_hits: only tracks with at most this many hits are checked (long tracks are rarely merged).
+        max_xy: largest allowed x-y residual in mm.
+        max_z: largest allowed z residual in mm.
+    """
+    out = owner.copy()
+    tracks, size = np.unique(owner[owner >= 0], return_counts=True)
+    for track in tracks[size <= max_hits]:
+        hits = owner == track
+        xy, z = helix_residuals(*xyz[hits].astype(np.float64).T)
+        if xy >= max_xy or z >= max_z:
+            out[hits] = -1
+    return out
+
+
 @dataclass
 class Reconstruction:
     """Filter then tracker on one prepared event; each hit is assigned to at most one track.
@@ -135,6 +175,8 @@ class Reconstruction:
         min_hits: a track that ends up with fewer hits is dropped and its hits left unassigned (targets
             have at least 3 hits; a one- or two-hit "track" is a fragment, not a track candidate).
         min_mask_prob: so is a track whose mean mask probability over its hits is lower.
+        fit_max_hits: tracks with at most this many hits must fit a helix through the beam line
+            (``drop_unfit_tracks``, residuals below ``fit_max_xy`` and ``fit_max_z`` mm); 0: no fit.
     """
 
     filter: MaskFormerModule
@@ -145,6 +187,9 @@ class Reconstruction:
     num_queries: int | None = None
     min_hits: int = 1
     min_mask_prob: float = 0.0
+    fit_max_hits: int = 0
+    fit_max_xy: float = 0.5
+    fit_max_z: float = 1.0
 
     def __post_init__(self):
         if self.num_queries is not None:
@@ -171,6 +216,9 @@ class Reconstruction:
         logit = preds["track_hit"]["logit"][0].float()
         keep = suppress_duplicates(track_prob.masked_fill(~candidate, -1.0), logit > 0, self.max_overlap)
         owner = assign_hits(logit, keep, self.min_hits, self.min_mask_prob)
+        if self.fit_max_hits:
+            xyz = np.stack([kept[f"hit_{c}"] for c in "xyz"], 1)
+            owner = drop_unfit_tracks(owner, xyz, self.fit_max_hits, self.fit_max_xy, self.fit_max_z)
         used = np.unique(owner[owner >= 0])  # tracks that own at least min_hits hits, renumbered 0..T-1
         remap = np.full(logit.shape[0], -1, dtype=np.int64)
         remap[used] = np.arange(len(used))
