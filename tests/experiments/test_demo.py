@@ -1,11 +1,13 @@
 """The whole demo pipeline, at toy sizes: every stage runs and writes what it promises."""
 
 import json
+from dataclasses import replace
 
 import pandas as pd
 import pytest
+import torch
 
-from hepattn.experiments.demo import DemoSettings, run_demo
+from hepattn.experiments.demo import DemoSettings, check_settings, last_checkpoint, run_demo, train
 
 pytest.importorskip("acts", reason="the demo simulates events: needs the sim extra")
 
@@ -37,3 +39,29 @@ def test_demo_runs_end_to_end(tmp_path, trackml_dir):
     for stage in ("events/train", "prepared/test", "filtered/train", "predictions.h5"):
         assert (tmp_path / stage).exists(), stage
     assert list((tmp_path / "filter").rglob("last.ckpt")) and list((tmp_path / "tracker").rglob("last.ckpt"))
+    # a rerun reuses both trained models (no new training run) and may change the reconstruction
+    again = run_demo(tmp_path, replace(tiny, min_track_hits=4), detectors=trackml_dir / "detectors.csv.gz")
+    for model in ("filter", "tracker"):
+        assert again["timing"][f"train_{model}_s"] == metrics["timing"][f"train_{model}_s"]
+        assert len(list((tmp_path / model).rglob("last.ckpt"))) == 1
+    assert again["settings"]["min_track_hits"] == 4
+
+
+def test_rerun_with_other_training_settings_is_refused(tmp_path):
+    check_settings(tmp_path, DemoSettings())
+    check_settings(tmp_path, replace(DemoSettings(), track_threshold=0.5))  # reconstruction only: allowed
+    with pytest.raises(ValueError, match=r"tracker_steps 3600 -> 7000"):
+        check_settings(tmp_path, replace(DemoSettings(), tracker_steps=7000))
+
+
+def test_finished_training_is_reused_and_the_newest_checkpoint_wins(tmp_path):
+    for version, step in ((0, 5), (2, 40), (10, 100)):
+        folder = tmp_path / "lightning_logs" / f"version_{version}" / "checkpoints"
+        folder.mkdir(parents=True)
+        torch.save({"global_step": step}, folder / "last.ckpt")
+    (tmp_path / "train_seconds.txt").write_text("12.5\n")
+    newest = tmp_path / "lightning_logs" / "version_10" / "checkpoints" / "last.ckpt"
+    assert last_checkpoint(tmp_path) == newest
+    # the run reached its steps: nothing is built or trained (the configs are not even read)
+    assert train([tmp_path / "missing.yaml"], {}, 100, tmp_path) == (newest, 12.5)
+    assert last_checkpoint(tmp_path / "nothing") is None

@@ -50,6 +50,10 @@ class DemoSettings:
     workers: int = 2
 
 
+# What the events and the models depend on; the other settings only change the reconstruction.
+TRAINING_FIELDS = ("pileup", "train_events", "val_events", "test_events", "filter_steps", "tracker_steps",
+                   "threshold", "seed")  # fmt: skip
+
 QUICK = DemoSettings()
 LONG = DemoSettings(train_events=800, test_events=100, filter_steps=4000, tracker_steps=7000)
 
@@ -68,8 +72,27 @@ def simulate_splits(out: Path, s: DemoSettings, detectors: Path) -> None:
         first += n
 
 
-def train(configs: list[Path], data: dict[str, Path], steps: int, root: Path) -> Path:
-    """Fit a model from shipped configs on the given folders; returns its last checkpoint."""
+def last_checkpoint(root: Path) -> Path | None:
+    """The newest ``last.ckpt`` under a training folder (``lightning_logs/version_N/checkpoints``)."""
+    found = list(root.glob("lightning_logs/version_*/checkpoints/last.ckpt"))
+    return max(found, key=lambda p: int(p.parents[1].name.removeprefix("version_")), default=None)
+
+
+def train(configs: list[Path], data: dict[str, Path], steps: int, root: Path) -> tuple[Path, float]:
+    """Fit a model from shipped configs on the given folders, or finish an interrupted fit.
+
+    A ``last.ckpt`` already under ``root`` is resumed (optimizer, schedule and step included); one that
+    reached ``steps`` is returned as it is. Returns the last checkpoint and the seconds spent training,
+    earlier interrupted attempts included (kept in ``root/train_seconds.txt``).
+    """
+    previous = last_checkpoint(root)
+    clock = root / "train_seconds.txt"
+    spent = float(clock.read_text()) if clock.is_file() else 0.0
+    if previous is not None:
+        step = torch.load(previous, map_location="cpu", weights_only=False)["global_step"]
+        if step >= steps:
+            return previous, spent
+    start = time.perf_counter()
     overrides = [f"--data.init_args.{split}_dir={path}" for split, path in data.items()]
     overrides += [
         f"--trainer.max_steps={steps}",
@@ -78,14 +101,35 @@ def train(configs: list[Path], data: dict[str, Path], steps: int, root: Path) ->
         f"--trainer.val_check_interval={steps}",
     ]
     cli = build(configs, overrides)
-    cli.trainer.fit(cli.model, cli.datamodule)
+    try:
+        cli.trainer.fit(cli.model, cli.datamodule, ckpt_path=previous)
+    finally:
+        root.mkdir(parents=True, exist_ok=True)
+        clock.write_text(f"{spent + time.perf_counter() - start:.3f}\n")
     if not cli.trainer.checkpoint_callback.last_model_path:
         raise RuntimeError(f"training in {root} wrote no last.ckpt: the config needs save_last")
-    return Path(cli.trainer.checkpoint_callback.last_model_path)
+    return Path(cli.trainer.checkpoint_callback.last_model_path), float(clock.read_text())
 
 
 def load(configs: list[Path], checkpoint: Path):
     return load_weights(build(configs).model, checkpoint)
+
+
+def check_settings(out: Path, s: DemoSettings) -> None:
+    """Refuse to mix runs: a folder holds the events and models of one set of ``TRAINING_FIELDS``.
+
+    A rerun with the same ones resumes or reuses every stage; the reconstruction settings may change.
+    """
+    path = out / "settings.json"
+    wanted = {key: getattr(s, key) for key in TRAINING_FIELDS}
+    if path.is_file():
+        held = json.loads(path.read_text())
+        differ = {key: (held.get(key), value) for key, value in wanted.items() if held.get(key) != value}
+        if differ:
+            said = ", ".join(f"{key} {old} -> {new}" for key, (old, new) in differ.items())
+            raise ValueError(f"{out} holds a demo run with other settings ({said}); choose another --out")
+    else:
+        path.write_text(json.dumps(wanted, indent=2) + "\n")
 
 
 def run_demo(out: str | Path, s: DemoSettings = QUICK, detectors: Path | None = None) -> dict:
@@ -94,6 +138,7 @@ def run_demo(out: str | Path, s: DemoSettings = QUICK, detectors: Path | None = 
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    check_settings(out, s)
     timing = {}
     start = time.perf_counter()
     simulate_splits(out, s, detectors or default_detectors())
@@ -105,10 +150,8 @@ def run_demo(out: str | Path, s: DemoSettings = QUICK, detectors: Path | None = 
     timing["prepare_s"] = time.perf_counter() - start
 
     filter_configs = [config("trackml/filter_small.yaml")]
-    start = time.perf_counter()
     data = {split: out / "prepared" / split for split in ("train", "val")}
-    filter_ckpt = train(filter_configs, data, s.filter_steps, out / "filter")
-    timing["train_filter_s"] = time.perf_counter() - start
+    filter_ckpt, timing["train_filter_s"] = train(filter_configs, data, s.filter_steps, out / "filter")
 
     hit_filter = load(filter_configs, filter_ckpt)
     start = time.perf_counter()
@@ -117,10 +160,8 @@ def run_demo(out: str | Path, s: DemoSettings = QUICK, detectors: Path | None = 
     timing["filter_events_s"] = time.perf_counter() - start
 
     tracker_configs = [config("trackml/tracking_small.yaml")]
-    start = time.perf_counter()
     data = {split: out / "filtered" / split for split in ("train", "val")}
-    tracker_ckpt = train(tracker_configs, data, s.tracker_steps, out / "tracker")
-    timing["train_tracker_s"] = time.perf_counter() - start
+    tracker_ckpt, timing["train_tracker_s"] = train(tracker_configs, data, s.tracker_steps, out / "tracker")
 
     tracker = load(tracker_configs, tracker_ckpt)
     reco = Reconstruction(

