@@ -25,6 +25,7 @@ from hepattn.bench.flops import H200, forward_count, matching_cost_flops, num_qu
 from hepattn.bench.report import format_flops, format_table, label, scaling, write_json
 from hepattn.bench.timing import MB, PeakMemory, measure
 from hepattn.models.attention import available_kernels
+from hepattn.models.kernels import compiled_flex_on_cpu
 
 DEFAULT_HITS = {"cpu": [1000, 2000, 4000, 8000, 16000], "cuda": [10000, 20000, 40000, 60000]}
 DEFAULT_PRECISION = {"cpu": "fp32", "cuda": "bf16"}
@@ -56,7 +57,9 @@ class Settings:
         if dev == "cuda" and not torch.cuda.is_available():
             raise SystemExit("--device cuda: no CUDA device is visible to torch")
         usable = [k for k in available_kernels() if dev == "cuda" or k != "flash"]  # flash is CUDA only
-        kernels = self.kernels or usable
+        # eager flex on CPU builds N x N scores: by default flex runs on CPUs where it compiles correctly only
+        default = [k for k in usable if dev == "cuda" or k != "flex" or compiled_flex_on_cpu()]
+        kernels = self.kernels or default
         hits, precisions = self.hits or DEFAULT_HITS[dev], self.precisions or [DEFAULT_PRECISION[dev]]
         unknown = [k for k in kernels if k not in usable] + [p for p in self.parts if p not in P.PARTS]
         unknown += [p for p in precisions if p not in P.PRECISIONS]

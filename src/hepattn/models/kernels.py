@@ -150,6 +150,15 @@ def ring_allowed(pi: Tensor, pj: Tensor, n: Tensor, window: int, wrap: bool, num
     return (pi < num_global) | (pj < num_global) | (d <= window // 2)
 
 
+def compiled_flex_on_cpu() -> bool:
+    """Whether this CPU gets the compiled flex kernel: only one with AVX-512.
+
+    On an AVX2 CPU (AMD EPYC Milan), torch 2.13's compiled CPU flex_attention gave wrong outputs, even for
+    a plain local window, where eager flex agrees with the reference; the AVX-512 CPU we tested on agreed.
+    """
+    return torch.backends.cpu.get_cpu_capability().startswith("AVX512")
+
+
 @cache
 def _compiled(fn, dynamic: bool):
     return torch.compile(fn, dynamic=dynamic)
@@ -160,14 +169,16 @@ def _flex_ops(q: Tensor, window: int | None):
 
     Eager, both build the dense (B, H, Nq, Nk) mask and scores: one windowed encoder at 4k hits peaked at
     1.6 GB on CPU, growing as N^2. Compiled, they work block by block. Inductor's CPU template takes no
-    float64 and has no backward, so those inputs (the float64 test oracle, CPU training) stay eager. On CPU
-    only windows are compiled, one static shape per length (torch 2.13): there the compiled block mask of a
+    float64 and has no backward, so those inputs (the float64 test oracle, CPU training) stay eager, and so
+    does every CPU call on a CPU without AVX-512 (see `compiled_flex_on_cpu`). On CPU only windows are
+    compiled, one static shape per length (torch 2.13): there the compiled block mask of a
     (Nq, Nk) attention mask fails to build for some shapes (Nq 500, Nk 16k), and eager is only Nq x Nk.
     On CUDA shapes are dynamic from the start, so that new lengths do not recompile and the variants
     (window, cross, self; with and without gradients) stay within dynamo's recompile limit.
     """
     cpu = q.device.type == "cpu"
     eager_only = q.dtype == torch.float64 or (cpu and (q.requires_grad or window is None))
+    eager_only = eager_only or (cpu and not compiled_flex_on_cpu())
     if torch.compiler.is_compiling() or eager_only:
         return create_block_mask, flex_attention
     dynamic = not cpu
