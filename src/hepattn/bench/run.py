@@ -195,7 +195,7 @@ class Runner:
         counts = forward_count(case.module.model, case.n_hits, 2 if precision == "bf16" else 4)
         gflop = {
             "encoder": counts["encoder"].flops,
-            "decoder": counts["decoder"].flops + counts.get("mask_attention", total({})).flops,
+            "decoder": sum(counts[k].flops for k in ("decoder", "mask_logits", "mask_attention") if k in counts),
             "model": total(counts).flops,
             "train": None,
         }
