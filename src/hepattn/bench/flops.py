@@ -83,7 +83,9 @@ def encoder_count(model: MaskFormer, n: int, s: int, device: dict) -> Count:
     return total
 
 
-def mask_logits_count(task: ObjectMaskTask, q: int, n: int, s: int, device: dict, hits_embedded=False) -> Count:
+def mask_logits_count(
+    task: ObjectMaskTask, q: int, n: int, s: int, device: dict, hits_embedded: bool = False
+) -> Count:
     """``ObjectMaskTask.mask_logits``: embed the queries (and the hits, unless done), then the similarity."""
     e = task.input_embed.fc2.out_features
     total = linears(task.query_embed, q, s, device) + similarity(q, n, e, s, device)
@@ -118,7 +120,8 @@ def forward_count(model: MaskFormer, n: int, element_bytes: int = 2, device: dic
         # the hits embedded once; the logits of the initial queries and of every layer's output state,
         # each computed once (they are also the mask task's outputs); each layer reads a boolean mask
         counts["mask_embed_hits"] = linears(mask_task.input_embed, n, s, device)
-        counts["mask_logits"] = mask_logits_count(mask_task, q, n, s, device, hits_embedded=True) * (depth + 1)
+        logits = mask_logits_count(mask_task, q, n, s, device, hits_embedded=True)
+        counts["mask_logits"] = logits * (depth + 1)
         counts["mask_attention"] = _op(0, s * q * n + q * n, device) * depth
     heads = Count()
     for task in model.object_tasks:
