@@ -45,24 +45,34 @@ def test_masked_query_ignores_constituents_outside_its_mask():
 def test_decoder_returns_every_layer_state():
     torch.manual_seed(0)
     dec = Decoder(D, depth=3, num_heads=H, mask_attention=False)
-    states = dec(torch.randn(2, 5, D), torch.randn(2, 9, D))
-    assert len(states) == 3
-    assert all(s.shape == (2, 5, D) for s in states)
-    assert not torch.allclose(states[0], states[-1])
+    outputs = dec(torch.randn(2, 5, D), torch.randn(2, 9, D))
+    assert len(outputs) == 3
+    assert all(s.shape == (2, 5, D) and logits is None for s, logits in outputs)
+    assert not torch.allclose(outputs[0][0], outputs[-1][0])
 
 
-def test_decoder_with_mask_attention_uses_the_mask_function():
+def test_decoder_computes_each_states_mask_logits_once_and_attends_with_them():
     torch.manual_seed(0)
-    dec = Decoder(D, depth=2, num_heads=H, mask_attention=True)
+    dec = Decoder(D, depth=2, num_heads=H, mask_attention=True).eval()
     q, x = torch.randn(1, 4, D), torch.randn(1, 9, D)
     calls = []
 
-    def mask_fn(q_, x_):
-        calls.append(q_.shape)
-        return torch.randn(1, 4, 9)
+    def mask_fn(q_):
+        calls.append(q_)
+        return torch.einsum("bqd,bnd->bqn", q_, x)
 
-    dec(q, x, mask_fn=mask_fn)
-    assert calls == [(1, 4, D)] * 2  # once before each layer
+    outputs = dec(q, x, mask_fn=mask_fn)
+    assert len(calls) == 3  # the initial queries, then each layer's output state: depth + 1
+    torch.testing.assert_close(calls[0], dec.out_norm(q))
+    for (state, logits), call in zip(outputs, calls[1:], strict=True):
+        torch.testing.assert_close(state, call)
+        torch.testing.assert_close(logits, mask_fn(state))
+    # the reference: every layer attends where the previous state's logits are positive
+    state = q
+    for layer, (expected, _) in zip(dec.layers, outputs, strict=True):
+        attn_valid = attention_mask(mask_fn(dec.out_norm(state)), None)
+        state = layer(state, x, attn_valid=attn_valid)
+        torch.testing.assert_close(dec.out_norm(state), expected)
 
 
 def test_dynamic_queries_start_from_the_highest_scoring_valid_constituents():

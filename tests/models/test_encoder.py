@@ -133,3 +133,37 @@ def test_packed_encoder_equals_padded_encoder():
 def test_registers_with_varlen_fail_at_build_time():
     with pytest.raises(ValueError, match="register"):
         Encoder(D, depth=1, num_heads=H, varlen=True, num_registers=2)
+
+
+@pytest.mark.parametrize(("kernel", "builder"), [("torch", "_local_blocks"), ("flex", "create_block_mask")])
+@pytest.mark.parametrize("num_registers", [0, 2])
+def test_encoder_builds_its_window_mask_once_per_forward(monkeypatch, kernel, builder, num_registers):
+    """Every layer sees the same positions: the kernel's mask is built by the first and reused by the rest,
+    and the result equals that of layers that each build their own."""
+    from hepattn.models import kernels
+
+    torch.manual_seed(0)
+    x, valid, phi = events([40, 25])
+    enc = Encoder(D, depth=3, num_heads=H, kernel=kernel, window=8, wrap=True, num_registers=num_registers)
+    enc = enc.eval().double() if kernel == "flex" else enc.eval()  # float64: eager flex, as the oracle
+    x = x.double() if kernel == "flex" else x
+    calls = []
+    original = getattr(kernels, builder)
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(kernels, builder, counting)
+    with torch.no_grad():
+        out = enc(x, valid, phi)
+        assert len(calls) == 1
+        order = sort_order(phi, valid)  # the reference: each layer without a shared dict
+        h, h_valid = enc.registers.add(gather_rows(x, order), gather_rows(valid, order))
+        v_first = None
+        for layer in enc.layers:
+            h, v = layer(h, h_valid, v_first)
+            v_first = v if v_first is None else v_first
+    assert len(calls) == 4
+    expected = scatter_rows(enc.out_norm(enc.registers.drop(h)), order)
+    torch.testing.assert_close(out[valid], expected[valid])

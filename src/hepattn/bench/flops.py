@@ -83,14 +83,13 @@ def encoder_count(model: MaskFormer, n: int, s: int, device: dict) -> Count:
     return total
 
 
-def mask_logits_count(task: ObjectMaskTask, q: int, n: int, s: int, device: dict) -> Count:
-    """``ObjectMaskTask.mask_logits``: embed the queries and the hits, then the similarity."""
+def mask_logits_count(
+    task: ObjectMaskTask, q: int, n: int, s: int, device: dict, hits_embedded: bool = False
+) -> Count:
+    """``ObjectMaskTask.mask_logits``: embed the queries (and the hits, unless done), then the similarity."""
     e = task.input_embed.fc2.out_features
-    shared = task.query_embed is task.input_embed
-    embeds = linears(task.input_embed, n + q if shared else n, s, device)
-    if not shared:
-        embeds += linears(task.query_embed, q, s, device)
-    return embeds + similarity(q, n, e, s, device)
+    total = linears(task.query_embed, q, s, device) + similarity(q, n, e, s, device)
+    return total if hits_embedded else total + linears(task.input_embed, n, s, device)
 
 
 def decoder_layer_count(layer: nn.Module, q: int, n: int, s: int, device: dict) -> Count:
@@ -116,16 +115,23 @@ def forward_count(model: MaskFormer, n: int, element_bytes: int = 2, device: dic
     counts["queries"] = linears(model.queries, q, s, device)
     layers = [decoder_layer_count(layer, q, n, s, device) for layer in decoder.layers]
     counts["decoder"] = sum(layers, Count())
-    if decoder.mask_attention:  # logits of the state before each layer, then the boolean mask
-        per_layer = mask_logits_count(mask_task, q, n, s, device) + _op(0, s * q * n + q * n, device)
-        counts["mask_attention"] = per_layer * len(decoder.layers)
+    depth, reused = len(decoder.layers), mask_task if decoder.mask_attention else None
+    if decoder.mask_attention:
+        # the hits embedded once; the logits of the initial queries and of every layer's output state,
+        # each computed once (they are also the mask task's outputs); each layer reads a boolean mask
+        counts["mask_embed_hits"] = linears(mask_task.input_embed, n, s, device)
+        logits = mask_logits_count(mask_task, q, n, s, device, hits_embedded=True)
+        counts["mask_logits"] = logits * (depth + 1)
+        counts["mask_attention"] = _op(0, s * q * n + q * n, device) * depth
     heads = Count()
     for task in model.object_tasks:
+        if task is reused:
+            continue
         if isinstance(task, ObjectMaskTask):
             heads += mask_logits_count(task, q, n, s, device)
         else:
             heads += linears(task, q, s, device)
-    counts["query_heads"] = heads * len(decoder.layers)
+    counts["query_heads"] = heads * depth
     return counts
 
 

@@ -15,6 +15,7 @@
 
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
+from functools import partial
 
 import torch
 from torch import Tensor, nn
@@ -80,7 +81,9 @@ def decoder(case: Case, ctx, compile: str) -> Callable[[], object]:
     with torch.no_grad(), ctx():
         x = model.encoder(model.input_net(batch), valid, phi)
         q, q_valid, _ = model.queries(x, valid, {t.name: t(x) for t in model.constituent_tasks}, batch)
-    mask_fn = None if model.mask_task is None else model.mask_task.mask_logits
+        mask_fn = None
+        if model.mask_task is not None:
+            mask_fn = partial(model.mask_task.logits_from, x_embed=model.mask_task.embed_inputs(x))
     return _inference(_compiled(model.decoder, compile, case.device), ctx, q, x, valid, q_valid, mask_fn)
 
 

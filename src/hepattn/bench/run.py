@@ -193,9 +193,10 @@ class Runner:
     def tracker_rows(self, case: Case, precision: str, compile: str) -> None:
         ctx = P.autocast(self.device, precision)
         counts = forward_count(case.module.model, case.n_hits, 2 if precision == "bf16" else 4)
+        in_decoder = [counts[k].flops for k in ("decoder", "mask_logits", "mask_attention") if k in counts]
         gflop = {
             "encoder": counts["encoder"].flops,
-            "decoder": counts["decoder"].flops + counts.get("mask_attention", total({})).flops,
+            "decoder": sum(in_decoder),
             "model": total(counts).flops,
             "train": None,
         }

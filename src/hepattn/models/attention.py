@@ -124,6 +124,7 @@ class Attention(nn.Module):
         attn_valid: Tensor | None = None,
         cu_seqlens: Tensor | None = None,
         v_first: Tensor | None = None,
+        reuse: dict | None = None,
     ) -> tuple[Tensor, Tensor]:
         """Attend from `x` to `kv` (or to `x` itself when `kv` is None).
 
@@ -135,6 +136,8 @@ class Attention(nn.Module):
             attn_valid: (B, Nq, Nk) True where query i may attend key j.
             cu_seqlens: (S + 1,) int32 segment offsets into the packed tokens; no attention across segments.
             v_first: (B, H, Nk, Dh) values of the first layer, for value residual learning.
+            reuse: a dict shared by the calls of one forward pass over the same constituents, in which the
+                kernel keeps its masks and indices between layers (see `kernels`); None: none kept.
 
         Returns:
             out (B, Nq, D) and v (B, H, Nk, Dh) after value mixing. Queries with no allowed key give zeros.
@@ -147,7 +150,9 @@ class Attention(nn.Module):
         k, v = self.kv_proj(kv).unflatten(-1, (2, self.num_heads, -1)).permute(2, 0, 3, 1, 4)
         q, k = self.q_norm(q), self.k_norm(k)
         v = self.value_residual(v, v_first)
-        out = self.kernel(q, k, v, kv_valid=kv_valid, attn_valid=attn_valid, cu_seqlens=cu_seqlens)
+        out = self.kernel(
+            q, k, v, kv_valid=kv_valid, attn_valid=attn_valid, cu_seqlens=cu_seqlens, reuse=reuse
+        )
         return self.out_proj(out.transpose(1, 2).flatten(2)), v
 
     def extra_repr(self) -> str:

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from hepattn.models.attention import Attention
 from hepattn.models.layers import NormPlacement, feed_forward, layer_scale, norm_or_identity, norm_recipe
 
-MaskFn = Callable[[Tensor, Tensor], Tensor]  # (q (B,Q,D), x (B,N,D)) -> mask logits (B,Q,N)
+MaskFn = Callable[[Tensor], Tensor]  # queries (B, Q, D) -> their mask logits over the constituents (B, Q, N)
 
 
 class DecoderLayer(nn.Module):
@@ -92,29 +92,36 @@ class Decoder(nn.Module):
 
     def forward(
         self, q: Tensor, x: Tensor, x_valid=None, q_valid=None, mask_fn: MaskFn | None = None
-    ) -> list[Tensor]:
+    ) -> list[tuple[Tensor, Tensor | None]]:
         """Run the queries through every layer.
+
+        With mask attention, layer i + 1 attends where the mask logits of layer i's output state are
+        positive (layer 0: those of the initial queries). The logits of each output state are computed
+        once and returned with it, since they are also the mask task's output for that layer.
 
         Args:
             q: (B, Q, D) initial queries.
             x: (B, N, D) encoded constituents.
             x_valid: (B, N) constituent padding mask.
             q_valid: (B, Q) query padding mask.
-            mask_fn: maps (queries, constituents) to mask logits (B, Q, N); needed with mask attention.
+            mask_fn: maps queries (B, Q, D) to their mask logits over x (B, Q, N); needed with mask
+                attention.
 
         Returns:
-            The (B, Q, D) query state after each layer (output-normed), first layer first.
+            For each layer, first layer first: the (B, Q, D) query state after it (output-normed) and,
+            with mask attention, that state's (B, Q, N) mask logits (else None).
         """
         if self.mask_attention and mask_fn is None:
             raise ValueError("a decoder with mask attention needs a mask_fn (an object mask task)")
-        states = []
+        logits = mask_fn(self.out_norm(q)) if self.mask_attention else None
+        outputs = []
         for layer in self.layers:
-            attn_valid = (
-                attention_mask(mask_fn(self.out_norm(q), x), x_valid) if self.mask_attention else None
-            )
+            attn_valid = None if logits is None else attention_mask(logits, x_valid)
             q = layer(q, x, x_valid, q_valid, attn_valid)
-            states.append(self.out_norm(q))
-        return states
+            state = self.out_norm(q)
+            logits = mask_fn(state) if self.mask_attention else None
+            outputs.append((state, logits))
+        return outputs
 
 
 class LearnedQueries(nn.Module):

@@ -44,10 +44,20 @@ class EncoderLayer(nn.Module):
         self.mlp_out = norm_or_identity(dim, recipe.mlp_out)
 
     def forward(
-        self, x: Tensor, x_valid: Tensor | None = None, v_first: Tensor | None = None, cu_seqlens=None
+        self,
+        x: Tensor,
+        x_valid: Tensor | None = None,
+        v_first: Tensor | None = None,
+        cu_seqlens=None,
+        reuse: dict | None = None,
     ) -> tuple[Tensor, Tensor]:
-        """Returns the new state (B, N, D) and this layer's attention values (B, H, N, Dh)."""
-        a, v = self.attn(self.attn_in(x), x_valid=x_valid, cu_seqlens=cu_seqlens, v_first=v_first)
+        """Returns the new state (B, N, D) and this layer's attention values (B, H, N, Dh).
+
+        ``reuse``: the attention kernel's masks shared with the other layers of the same forward pass.
+        """
+        a, v = self.attn(
+            self.attn_in(x), x_valid=x_valid, cu_seqlens=cu_seqlens, v_first=v_first, reuse=reuse
+        )
         x = self.attn_out(x + self.attn_scale(a))
         x = self.mlp_out(x + self.mlp_scale(self.mlp(self.mlp_in(x))))
         return x, v
@@ -166,9 +176,9 @@ class Encoder(nn.Module):
             x = gather_rows(x, order)
             x_valid = None if x_valid is None else gather_rows(x_valid, order)
         x, x_valid = self.registers.add(x, x_valid)
-        v_first = None
+        v_first, reuse = None, {}  # every layer sees the same positions: its kernel's masks are built once
         for layer in self.layers:
-            x, v = layer(x, x_valid, v_first, cu_seqlens)
+            x, v = layer(x, x_valid, v_first, cu_seqlens, reuse)
             v_first = v if v_first is None else v_first
         x = self.out_norm(self.registers.drop(x))
         return x if order is None else scatter_rows(x, order)

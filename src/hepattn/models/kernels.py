@@ -1,10 +1,15 @@
 # B batch, N/Nq/Nk constituents (queries/keys), D dim, H heads, Dh head dim.
-"""Attention kernels: f(q, k, v, *, kv_valid, attn_valid, cu_seqlens, window, wrap, num_global) -> out.
+"""Attention kernels: f(q, k, v, *, kv_valid, attn_valid, cu_seqlens, window, wrap, num_global, reuse) -> out.
 
 q (B, H, Nq, Dh), k and v (B, H, Nk, Dh), out (B, H, Nq, Dh). Masks arrive as ``*_valid`` (True = may
 attend) and are converted here, at the kernel boundary. `Attention` checks the capabilities at build time,
 so a kernel may assume it is only given what it supports. Window positions count from token `num_global`
 over the n valid constituents of each event (a prefix of the row, or one segment of a packed batch).
+
+``reuse`` is a dict that the caller shares between calls over the same constituents (the layers of one
+encoder forward pass): a kernel keeps there what depends only on the positions, the padding and the
+window, not on q, k and v (the flex block mask, the local blocks' key indices and mask), so it is built
+once per forward pass instead of once per layer. None: build everything on every call.
 """
 
 from functools import cache
@@ -49,24 +54,16 @@ def _sdpa(q: Tensor, k: Tensor, v: Tensor, valid: Tensor | None) -> Tensor:
     return F.scaled_dot_product_attention(q, k, v, attn_mask=valid | empty).masked_fill(empty, 0.0)
 
 
-def _local_sdpa(
-    q: Tensor, k: Tensor, v: Tensor, n: Tensor, window: int, wrap: bool, num_global: int
-) -> Tensor:
-    """Blocked local self-attention: O(N (block + W)) memory, never an N x N mask.
-
-    The ring tokens (after the G global ones) are cut into query blocks; each block attends the keys at
-    unwrapped ring positions [start - W//2, end + W//2) plus the G global keys, with a (block x span) mask.
-    """
-    B, _, N, _ = q.shape
+def _local_blocks(n: Tensor, B: int, N: int, window: int, wrap: bool, num_global: int, device) -> tuple:
+    """Geometry of `_local_sdpa`: block size, block count, each block's key indices and its key mask."""
     G, w = num_global, window // 2
     L = N - G  # ring tokens per row, padding included
     blk = max(1, min(max(MIN_LOCAL_BLOCK, window // 2), LOCAL_BLOCK, L))
     nblk = -(-L // blk)
     span = blk + 2 * w
     m = (n - G).view(B, 1, 1, 1)  # valid ring tokens per event
-    dev = q.device
-    qpos = torch.arange(nblk * blk, device=dev).view(nblk, blk, 1)  # query ring positions
-    kpos = (torch.arange(nblk, device=dev) * blk - w).view(nblk, 1, 1) + torch.arange(span, device=dev)
+    qpos = torch.arange(nblk * blk, device=device).view(nblk, blk, 1)  # query ring positions
+    kpos = (torch.arange(nblk, device=device) * blk - w).view(nblk, 1, 1) + torch.arange(span, device=device)
     offset = kpos - qpos + w  # (nblk, blk, span) key position relative to the query's window start
     if wrap:
         # d = min(|i - j|, m - |i - j|) <= w  <=>  j == (i - w + offset) mod m for some 0 <= offset <= 2w;
@@ -76,13 +73,34 @@ def _local_sdpa(
     else:
         allowed = (offset >= 0) & (offset <= 2 * w) & (kpos >= 0) & (kpos < m)
         idx = kpos.squeeze(1).clamp(0, max(L - 1, 0)).expand(B, -1, -1)
+    glob_valid = (torch.arange(G, device=device) < n.view(B, 1)).view(B, 1, 1, G).expand(-1, nblk, blk, -1)
+    valid = torch.cat([glob_valid, allowed.expand(B, -1, -1, -1)], dim=-1).flatten(0, 1).unsqueeze(1)
+    return blk, nblk, idx, valid
+
+
+def _local_sdpa(
+    q: Tensor, k: Tensor, v: Tensor, n: Tensor, window: int, wrap: bool, num_global: int, reuse: dict | None
+) -> Tensor:
+    """Blocked local self-attention: O(N (block + W)) memory, never an N x N mask.
+
+    The ring tokens (after the G global ones) are cut into query blocks; each block attends the keys at
+    unwrapped ring positions [start - W//2, end + W//2) plus the G global keys, with a (block x span) mask.
+    """
+    B, _, N, _ = q.shape
+    G, dev = num_global, q.device
+    key = ("local", B, N, window, wrap, num_global)
+    geometry = None if reuse is None else reuse.get(key)
+    if geometry is None:
+        geometry = _local_blocks(n, B, N, window, wrap, num_global, dev)
+        if reuse is not None:
+            reuse[key] = geometry
+    blk, nblk, idx, valid = geometry
+    L = N - G
 
     def blocks(t: Tensor) -> Tensor:  # gather each block's keys: (B, H, L, Dh) -> (B, nblk, H, G + span, Dh)
         local = t[:, :, G:][torch.arange(B, device=dev).view(B, 1, 1), :, idx].transpose(2, 3)
         return torch.cat([t[:, :, :G].unsqueeze(1).expand(-1, nblk, -1, -1, -1), local], dim=3)
 
-    glob_valid = (torch.arange(G, device=dev) < n.view(B, 1)).view(B, 1, 1, G).expand(-1, nblk, blk, -1)
-    valid = torch.cat([glob_valid, allowed.expand(B, -1, -1, -1)], dim=-1).flatten(0, 1).unsqueeze(1)
     q_ring = F.pad(q[:, :, G:], (0, 0, 0, nblk * blk - L)).unflatten(2, (nblk, blk)).transpose(1, 2)
     out = _sdpa(q_ring.flatten(0, 1), blocks(k).flatten(0, 1), blocks(v).flatten(0, 1), valid)
     out = out.unflatten(0, (B, nblk)).transpose(1, 2).flatten(2, 3)[:, :, :L]  # (B, H, L, Dh)
@@ -103,6 +121,7 @@ def torch_kernel(
     window: int | None = None,
     wrap: bool = False,
     num_global: int = 0,
+    reuse: dict | None = None,
 ) -> Tensor:
     """PyTorch SDPA; windows as blocked local attention, packed segments as a loop (fast on CPU)."""
     if cu_seqlens is not None:
@@ -115,7 +134,7 @@ def torch_kernel(
             )
         return torch.cat(outs, dim=2)
     if window is not None:
-        return _local_sdpa(q, k, v, _lengths(kv_valid, k), window, wrap, num_global)
+        return _local_sdpa(q, k, v, _lengths(kv_valid, k), window, wrap, num_global, reuse)
     valid = None if kv_valid is None else kv_valid[:, None, None, :]
     if attn_valid is not None:
         valid = attn_valid[:, None] if valid is None else attn_valid[:, None] & valid
@@ -196,6 +215,7 @@ def flex_kernel(
     window: int | None = None,
     wrap: bool = False,
     num_global: int = 0,
+    reuse: dict | None = None,
 ) -> Tensor:
     """FlexAttention with a BlockMask, through a compiled kernel where it matters (see `_flex_ops`).
 
@@ -227,8 +247,17 @@ def flex_kernel(
     make_block_mask, attend = _flex_ops(q, window)
     if not mods:
         return attend(q, k, v)
-    with torch.no_grad():  # a block mask holds block indices only; one compiled variant for both modes
-        block_mask = make_block_mask(and_masks(*mods), B, None, Nq, Nk, device=q.device)
+    # attn_valid changes from call to call (mask attention): only masks without it are reused. Inside a
+    # compiled graph each layer builds its own: a block mask carried from one layer to the next through
+    # the dict gave NaN under torch.compile (torch 2.13, CPU).
+    reuse = None if torch.compiler.is_compiling() else reuse
+    key = ("flex", B, Nq, Nk, window, wrap, num_global, kv_valid is not None, cu_seqlens is not None)
+    block_mask = None if reuse is None or attn_valid is not None else reuse.get(key)
+    if block_mask is None:
+        with torch.no_grad():  # a block mask holds block indices only; one compiled variant for both modes
+            block_mask = make_block_mask(and_masks(*mods), B, None, Nq, Nk, device=q.device)
+        if reuse is not None and attn_valid is None:
+            reuse[key] = block_mask
     return attend(q, k, v, block_mask=block_mask)
 
 
@@ -278,6 +307,7 @@ def flash_kernel(
     window: int | None = None,
     wrap: bool = False,
     num_global: int = 0,
+    reuse: dict | None = None,
 ) -> Tensor:
     """flash-attn on the unpadded tokens (CUDA, fp16/bf16); no attn_valid, no global tokens."""
     B, H, Nq, Dh = q.shape

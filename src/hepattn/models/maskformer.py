@@ -3,6 +3,8 @@
 # B batch, N constituents, Q queries, D dim.
 """
 
+from functools import partial
+
 from torch import Tensor, nn
 
 from hepattn.models.decoder import Decoder, DynamicQueries, LearnedQueries, SampledQueries
@@ -98,9 +100,14 @@ class MaskFormer(nn.Module):
         x = self.memory(x)  # what the decoder reads; its gradient into the encoder may be scaled
         q, q_valid, index = self.queries(x, x_valid, outputs["encoder"], batch)
         outputs["queries"] = {"valid": q_valid, "index": index}
-        mask_fn = None if self.mask_task is None else self.mask_task.mask_logits
-        for i, q_i in enumerate(self.decoder(q, x, x_valid, q_valid, mask_fn)):
-            outputs[f"layer_{i}"] = {t.name: t(q_i, x) for t in self.object_tasks}
+        mask_fn = None
+        if self.mask_task is not None:  # the hits are embedded once for every layer's mask logits
+            mask_fn = partial(self.mask_task.logits_from, x_embed=self.mask_task.embed_inputs(x))
+        for i, (q_i, mask_logits) in enumerate(self.decoder(q, x, x_valid, q_valid, mask_fn)):
+            layer = outputs[f"layer_{i}"] = {}
+            for task in self.object_tasks:  # the decoder already has the mask task's logits of q_i
+                reuse = task is self.mask_task and mask_logits is not None
+                layer[task.name] = {"logit": mask_logits} if reuse else task(q_i, x)
         return outputs
 
     def predict(self, outputs: dict[str, dict]) -> dict[str, dict[str, Tensor]]:

@@ -94,9 +94,17 @@ class ObjectMaskTask(ObjectTask):
         self.query_embed = self.input_embed if shared_embed else Mlp(dim, dim, embed_dim)
         self.similarity = SIMILARITIES[similarity]()
 
+    def embed_inputs(self, x: Tensor) -> Tensor:
+        """(B, N, E) constituent embeddings in the mask space; the same for every decoder layer."""
+        return self.input_embed(x)
+
+    def logits_from(self, q: Tensor, x_embed: Tensor) -> Tensor:
+        """(B, Q, N) mask logits of queries q over constituents already embedded by ``embed_inputs``."""
+        return self.similarity(self.query_embed(q), x_embed)
+
     def mask_logits(self, q: Tensor, x: Tensor) -> Tensor:
         """(B, Q, N) logits that a constituent belongs to a query; also drives mask attention."""
-        return self.similarity(self.query_embed(q), self.input_embed(x))
+        return self.logits_from(q, self.embed_inputs(x))
 
     def forward(self, q: Tensor, x: Tensor) -> dict[str, Tensor]:
         return {"logit": self.mask_logits(q, x)}
