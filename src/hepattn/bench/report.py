@@ -50,7 +50,7 @@ def _round(x: float | None) -> float | None:
 def format_table(report: dict) -> str:
     """The rows grouped by series, then the scaling summary and what was skipped or failed."""
     h = report["header"]
-    machine = h["cuda"]["name"] if h["cuda"] else h["cpu"]
+    machine = h["cuda"]["name"] if h["cuda"] else f"{h['cpu']} ({h.get('cpu_capability', '?')})"
     lines = [
         f"hepattn bench {h['date']}  {h['settings']['device']}: {machine}"
         f"  cpus {h['cpu_count']}  threads {h['torch_threads']}  load {h['load_average_start']}",

@@ -118,6 +118,7 @@ def header(settings: Settings) -> dict:
         "host": platform.node(),
         "platform": platform.platform(),
         "cpu": _cpu_model(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),  # AVX2, AVX512: tells CPU kinds apart
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "load_average_start": [round(x, 2) for x in os.getloadavg()],
