@@ -54,6 +54,15 @@ def _sdpa(q: Tensor, k: Tensor, v: Tensor, valid: Tensor | None) -> Tensor:
     return F.scaled_dot_product_attention(q, k, v, attn_mask=valid | empty).masked_fill(empty, 0.0)
 
 
+def _reused(reuse: dict | None, key: tuple, build):
+    """``reuse[key]``, built by ``build()`` on first use; without a ``reuse`` dict, built every time."""
+    if reuse is None:
+        return build()
+    if key not in reuse:
+        reuse[key] = build()
+    return reuse[key]
+
+
 def _local_blocks(n: Tensor, B: int, N: int, window: int, wrap: bool, num_global: int, device) -> tuple:
     """Geometry of `_local_sdpa`: block size, block count, each block's key indices and its key mask."""
     G, w = num_global, window // 2
@@ -89,12 +98,7 @@ def _local_sdpa(
     B, _, N, _ = q.shape
     G, dev = num_global, q.device
     key = ("local", B, N, window, wrap, num_global)
-    geometry = None if reuse is None else reuse.get(key)
-    if geometry is None:
-        geometry = _local_blocks(n, B, N, window, wrap, num_global, dev)
-        if reuse is not None:
-            reuse[key] = geometry
-    blk, nblk, idx, valid = geometry
+    blk, nblk, idx, valid = _reused(reuse, key, lambda: _local_blocks(n, B, N, window, wrap, num_global, dev))
     L = N - G
 
     def blocks(t: Tensor) -> Tensor:  # gather each block's keys: (B, H, L, Dh) -> (B, nblk, H, G + span, Dh)
@@ -248,17 +252,16 @@ def flex_kernel(
     if not mods:
         return attend(q, k, v)
     # attn_valid changes from call to call (mask attention): only masks without it are reused. Inside a
-    # compiled graph each layer builds its own: a block mask carried from one layer to the next through
-    # the dict gave NaN under torch.compile (torch 2.13, CPU).
-    reuse = None if torch.compiler.is_compiling() else reuse
+    # compiled graph each layer builds its own (reuse through the dict is not tested under torch.compile).
+    if attn_valid is not None or torch.compiler.is_compiling():
+        reuse = None
     key = ("flex", B, Nq, Nk, window, wrap, num_global, kv_valid is not None, cu_seqlens is not None)
-    block_mask = None if reuse is None or attn_valid is not None else reuse.get(key)
-    if block_mask is None:
+
+    def build():
         with torch.no_grad():  # a block mask holds block indices only; one compiled variant for both modes
-            block_mask = make_block_mask(and_masks(*mods), B, None, Nq, Nk, device=q.device)
-        if reuse is not None and attn_valid is None:
-            reuse[key] = block_mask
-    return attend(q, k, v, block_mask=block_mask)
+            return make_block_mask(and_masks(*mods), B, None, Nq, Nk, device=q.device)
+
+    return attend(q, k, v, block_mask=_reused(reuse, key, build))
 
 
 def _cumsum0(n: Tensor) -> Tensor:
