@@ -1,12 +1,14 @@
 """LightningDataModules: a shared base over named splits, and the one over prepared TrackML events."""
 
+import os
 from pathlib import Path
 
 import lightning as L
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from hepattn.data.batch import collate
 from hepattn.data.dataset import TargetCuts, TrackMLDataset
+from hepattn.data.sampler import SizeBalancedSampler
 
 
 class SplitDataModule(L.LightningDataModule):
@@ -26,18 +28,37 @@ class SplitDataModule(L.LightningDataModule):
     def dataset(self, split: str) -> Dataset:
         raise NotImplementedError
 
-    def loader(self, split: str, shuffle: bool = False) -> DataLoader:
+    def event_sizes(self, split: str) -> list[int] | None:
+        """Cost of each event of a split (e.g. its number of hits), if the subclass knows it."""
+        return None
+
+    def loader(self, split: str, shuffle: bool = False, sampler: Sampler | None = None) -> DataLoader:
         return DataLoader(
             self.dataset(split),
             batch_size=self.batch_size,
             shuffle=shuffle,
+            sampler=sampler,
             num_workers=self.num_workers,
             collate_fn=collate,
             persistent_workers=self.num_workers > 0,
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self.loader("train", shuffle=True)
+        """Shuffled events.
+
+        Under DDP, when the sizes are known, the processes of a step get events of similar size (a step
+        waits for its slowest process: see ``SizeBalancedSampler``).
+        """
+        trainer = self.trainer
+        sizes = self.event_sizes("train") if trainer is not None and trainer.world_size > 1 else None
+        if sizes is None:
+            return self.loader("train", shuffle=True)
+        seed = int(os.environ.get("PL_GLOBAL_SEED", 0))  # set by seed_everything, as Lightning's own sampler
+        dataset = self.dataset("train")
+        return self.loader(
+            "train",
+            sampler=SizeBalancedSampler(dataset, sizes, trainer.world_size, trainer.global_rank, seed),
+        )
 
     def val_dataloader(self) -> DataLoader:
         return self.loader("val")
@@ -91,3 +112,6 @@ class TrackMLDataModule(SplitDataModule):
                 Path(directory), self.hit_fields, self.cuts, self.limits[split], self.all_particles
             )
         return self.datasets[split]
+
+    def event_sizes(self, split: str) -> list[int]:
+        return self.dataset(split).num_hits()

@@ -204,5 +204,13 @@ class TrackMLDataset(Dataset):
     def __len__(self) -> int:
         return len(self.files)
 
+    def num_hits(self) -> list[int]:
+        """Hits of each event (what a step's cost grows with)."""
+        sizes = []
+        for path in self.files:
+            with np.load(path) as data:
+                sizes.append(len(data["hit_x"]))
+        return sizes
+
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         return to_model_inputs(load_event(self.files[i]), self.cuts, self.hit_fields, self.all_particles)

@@ -69,12 +69,14 @@ def config(name: str) -> Path:
 
 
 def simulate_splits(out: Path, s: DemoSettings, detectors: Path) -> None:
-    from hepattn.data.sim.run import simulate
+    from hepattn.data.sim.run import simulate_ranges
 
     first = 100_000  # disjoint event-id ranges per split, so each split is its own reproducible sample
+    ranges = []
     for split, n in zip(SPLITS, (s.train_events, s.val_events, s.test_events), strict=True):
-        simulate(out / "events" / split, n, s.pileup, s.seed, "ttbar", s.workers, first, detectors)
+        ranges.append((out / "events" / split, first, n))
         first += n
+    simulate_ranges(ranges, s.pileup, s.seed, "ttbar", s.workers, detectors)
 
 
 def last_checkpoint(root: Path) -> Path | None:

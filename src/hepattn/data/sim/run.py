@@ -8,7 +8,7 @@ from ``$HEPATTN_TRACKML_DIR``.
 import multiprocessing
 import os
 import shutil
-import time
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -110,11 +110,10 @@ def _init_worker(*args) -> None:
     _WORKER = EventSimulator(*args)
 
 
-def _run_one(job: tuple[int, Path]) -> tuple[int, float]:
+def _run_one(job: tuple[int, Path]) -> tuple[Path, int]:
     event_id, out_dir = job
-    start = time.perf_counter()
     trackml.write_event(trackml.event_prefix(out_dir, event_id), _WORKER(event_id))
-    return event_id, time.perf_counter() - start
+    return out_dir, event_id
 
 
 def simulate(
@@ -134,31 +133,55 @@ def simulate(
     Events whose four files already exist are skipped, so an interrupted run can simply be restarted.
     ``generator`` overrides the generator settings; ``process`` and ``pileup`` are applied on top.
     """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    made = simulate_ranges(
+        [(out_dir, first_event, events)], pileup, seed, process, workers, detectors, generator, digitization
+    )
+    return made[Path(out_dir)]
+
+
+def simulate_ranges(
+    ranges: Sequence[tuple[str | os.PathLike, int, int]],
+    pileup: float = 200.0,
+    seed: int = 0,
+    process: str = "ttbar",
+    workers: int = 1,
+    detectors: str | os.PathLike | None = None,
+    generator: GeneratorConfig | None = None,
+    digitization: DigitizationConfig | None = None,
+) -> dict[Path, list[int]]:
+    """``simulate`` for several ``(out_dir, first_event, events)`` ranges with one pool of workers.
+
+    Each worker sets up the generator and the detector once (about 15 s), so splits simulated together
+    pay that once. Returns the sorted ids made in each folder.
+    """
     detectors = Path(detectors) if detectors is not None else default_detectors()
-    if not any((out_dir / name).exists() for name in ("detectors.csv", "detectors.csv.gz")):
-        target = out_dir / ("detectors.csv.gz" if detectors.suffix == ".gz" else "detectors.csv")
-        shutil.copyfile(detectors, target)
     generator = replace(generator or GeneratorConfig(), process=process, pileup=pileup)
     args = (detectors, generator, digitization or DigitizationConfig(), seed)
-    todo = [
-        (i, out_dir)
-        for i in range(first_event, first_event + events)
-        if not trackml.event_complete(trackml.event_prefix(out_dir, i), PARTS)
-    ]
+    todo = []
+    for out_dir, first_event, events in ranges:
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if not any((out_dir / name).exists() for name in ("detectors.csv", "detectors.csv.gz")):
+            target = out_dir / ("detectors.csv.gz" if detectors.suffix == ".gz" else "detectors.csv")
+            shutil.copyfile(detectors, target)
+        todo += [
+            (i, out_dir)
+            for i in range(first_event, first_event + events)
+            if not trackml.event_complete(trackml.event_prefix(out_dir, i), PARTS)
+        ]
+    made = {Path(out_dir): [] for out_dir, _, _ in ranges}
     if not todo:
-        return []
-    made = []
+        return made
     if workers <= 1:
         _init_worker(*args)
         results = map(_run_one, todo)
-        for event_id, _ in tqdm(results, total=len(todo), desc="simulate", unit="event"):
-            made.append(event_id)
-        return made
-    with multiprocessing.get_context("spawn").Pool(workers, _init_worker, args) as pool:
-        for event_id, _ in tqdm(
-            pool.imap_unordered(_run_one, todo), total=len(todo), desc="simulate", unit="event"
-        ):
-            made.append(event_id)
-    return sorted(made)
+    else:
+        pool = multiprocessing.get_context("spawn").Pool(workers, _init_worker, args)
+        results = pool.imap_unordered(_run_one, todo)
+    try:
+        for out_dir, event_id in tqdm(results, total=len(todo), desc="simulate", unit="event"):
+            made[out_dir].append(event_id)
+    finally:
+        if workers > 1:
+            pool.terminate()
+    return {out_dir: sorted(ids) for out_dir, ids in made.items()}
