@@ -135,7 +135,7 @@ def test_registers_with_varlen_fail_at_build_time():
         Encoder(D, depth=1, num_heads=H, varlen=True, num_registers=2)
 
 
-@pytest.mark.parametrize(("kernel", "builder"), [("torch", "_local_blocks"), ("flex", "create_block_mask")])
+@pytest.mark.parametrize(("kernel", "builder"), [("torch", "_local_blocks"), ("flex", "window_block_mask")])
 @pytest.mark.parametrize("num_registers", [0, 2])
 def test_encoder_builds_its_window_mask_once_per_forward(monkeypatch, kernel, builder, num_registers):
     """Every layer sees the same positions: the kernel's mask is built by the first and reused by the rest,

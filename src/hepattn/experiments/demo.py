@@ -60,7 +60,7 @@ TRAINING_FIELDS = ("pileup", "train_events", "val_events", "test_events", "filte
                    "threshold", "seed", "processes")  # fmt: skip
 
 QUICK = DemoSettings()
-LONG = DemoSettings(train_events=800, test_events=100, filter_steps=2000, tracker_steps=3500)
+LONG = DemoSettings(train_events=800, test_events=100, filter_steps=2500, tracker_steps=4500)
 
 
 def config(name: str) -> Path:

@@ -20,6 +20,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.nn.attention.flex_attention import and_masks, create_block_mask, flex_attention
 
+from hepattn.models.window_blocks import window_block_mask
+
 try:
     from flash_attn import flash_attn_varlen_func
 except ImportError:
@@ -191,18 +193,21 @@ def _flex_ops(q: Tensor, window: int | None):
     """create_block_mask and flex_attention: compiled, unless already under a compile or unsupported there.
 
     Eager, both build the dense (B, H, Nq, Nk) mask and scores: one windowed encoder at 4k hits peaked at
-    1.6 GB on CPU, growing as N^2. Compiled, they work block by block. Inductor's CPU template takes no
-    float64 and has no backward, so those inputs (the float64 test oracle, CPU training) stay eager, and so
-    does every CPU call on a CPU without AVX-512 (see `compiled_flex_on_cpu`). On CPU only windows are
-    compiled, one static shape per length (torch 2.13): there the compiled block mask of a
-    (Nq, Nk) attention mask fails to build for some shapes (Nq 500, Nk 16k), and eager is only Nq x Nk.
-    On CUDA shapes are dynamic from the start, so that new lengths do not recompile and the variants
-    (window, cross, self; with and without gradients) stay within dynamo's recompile limit.
+    1.6 GB on CPU, growing as N^2. Compiled, they work block by block. (Windows do not use
+    create_block_mask: `window_blocks.window_block_mask` lists their blocks in linear time.)
+    Inductor's CPU template takes no float64 and has no backward, so those inputs (the float64 test
+    oracle, CPU training) stay eager, and so does every CPU call on a CPU without AVX-512 (see
+    `compiled_flex_on_cpu`). On CPU only windows are compiled, one static shape per length (torch 2.13):
+    there the compiled block mask of a (Nq, Nk) attention mask fails to build for some shapes (Nq 500,
+    Nk 16k), and eager is only Nq x Nk. On CUDA shapes are dynamic from the start, so that new lengths
+    do not recompile and the variants (window, cross, self; with and without gradients) stay within
+    dynamo's recompile limit.
     """
+    if torch.compiler.is_compiling():  # first: dynamo cannot trace the CPU-capability query below
+        return create_block_mask, flex_attention
     cpu = q.device.type == "cpu"
     eager_only = q.dtype == torch.float64 or (cpu and (q.requires_grad or window is None))
-    eager_only = eager_only or (cpu and not compiled_flex_on_cpu())
-    if torch.compiler.is_compiling() or eager_only:
+    if eager_only or (cpu and not compiled_flex_on_cpu()):
         return create_block_mask, flex_attention
     dynamic = not cpu
     return _compiled(create_block_mask, dynamic), _compiled(flex_attention, dynamic)
@@ -259,6 +264,8 @@ def flex_kernel(
 
     def build():
         with torch.no_grad():  # a block mask holds block indices only; one compiled variant for both modes
+            if window is not None and cu_seqlens is None and attn_valid is None:  # linear in N
+                return window_block_mask(and_masks(*mods), length[:, 0], Nk, window, wrap, num_global)
             return make_block_mask(and_masks(*mods), B, None, Nq, Nk, device=q.device)
 
     return attend(q, k, v, block_mask=_reused(reuse, key, build))
