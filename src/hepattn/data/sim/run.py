@@ -5,6 +5,7 @@ The real ``detectors.csv[.gz]`` is needed for the module ids and frames; it is t
 from ``$HEPATTN_TRACKML_DIR``.
 """
 
+import contextlib
 import multiprocessing
 import os
 import shutil
@@ -172,16 +173,13 @@ def simulate_ranges(
     made = {Path(out_dir): [] for out_dir, _, _ in ranges}
     if not todo:
         return made
-    if workers <= 1:
-        _init_worker(*args)
-        results = map(_run_one, todo)
-    else:
-        pool = multiprocessing.get_context("spawn").Pool(workers, _init_worker, args)
-        results = pool.imap_unordered(_run_one, todo)
-    try:
+    with contextlib.ExitStack() as stack:
+        if workers <= 1:
+            _init_worker(*args)
+            results = map(_run_one, todo)
+        else:
+            pool = stack.enter_context(multiprocessing.get_context("spawn").Pool(workers, _init_worker, args))
+            results = pool.imap_unordered(_run_one, todo)
         for out_dir, event_id in tqdm(results, total=len(todo), desc="simulate", unit="event"):
             made[out_dir].append(event_id)
-    finally:
-        if workers > 1:
-            pool.terminate()
     return {out_dir: sorted(ids) for out_dir, ids in made.items()}
