@@ -15,15 +15,15 @@ def per_rank(sizes, replicas, epoch=0, seed=0):
     return [list(sampler) for sampler in samplers]
 
 
-@pytest.mark.parametrize(("events", "replicas"), [(300, 2), (301, 2), (100, 3), (7, 4)])
+@pytest.mark.parametrize(("events", "replicas"), [(300, 2), (301, 2), (31, 2), (100, 3), (7, 4), (3, 4)])
 def test_every_event_once_and_equal_shares(events, replicas):
     sizes = np.random.default_rng(1).integers(500, 5000, events)
     ranks = per_rank(sizes, replicas)
     steps = -(-events // replicas)
     assert all(len(r) == steps for r in ranks)
-    seen = sorted(i for r in ranks for i in r)
-    assert set(seen) == set(range(events))  # every event, and only the padding repeated
-    assert len(seen) - events == steps * replicas - events
+    assert set(i for r in ranks for i in r) == set(range(events))  # every event
+    for step in zip(*ranks, strict=True):
+        assert len(set(step)) == min(replicas, events)  # the padding never repeats an event in its step
 
 
 def test_steps_pair_events_of_similar_size():
@@ -36,6 +36,13 @@ def test_steps_pair_events_of_similar_size():
     plain = [list(DistributedSampler(range(300), 2, rank, shuffle=True, seed=0)) for rank in range(2)]
     assert cost(plain) > 1.15
     assert cost(per_rank(sizes, 2)) < 1.03
+
+
+def test_the_larger_event_of_a_step_goes_to_either_rank():
+    sizes = np.random.default_rng(3).integers(500, 5000, 300)
+    first, second = per_rank(sizes, 2)
+    larger_on_first = np.mean([sizes[a] > sizes[b] for a, b in zip(first, second, strict=True)])
+    assert 0.4 < larger_on_first < 0.6
 
 
 def test_order_depends_on_seed_and_epoch_only():

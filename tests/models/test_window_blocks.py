@@ -5,7 +5,7 @@ import torch
 from torch.nn.attention.flex_attention import create_block_mask
 
 from hepattn.models.kernels import ring_allowed
-from hepattn.models.window_blocks import BLOCK, window_kv_blocks
+from hepattn.models.window_blocks import BLOCK, window_block_mask, window_kv_blocks
 
 CASES = list(itertools.product([100, 300, 700], [8, 200, 512], [False, True], [0, 3, 130]))
 
@@ -14,7 +14,10 @@ CASES = list(itertools.product([100, 300, 700], [8, 200, 512], [False, True], [0
 def test_listed_blocks_hold_every_allowed_pair(N, window, wrap, num_global):
     """Each query block lists every key block in which create_block_mask (N^2 rule calls) finds an
     allowed pair of real tokens; events of several lengths in one batch."""
-    n = torch.tensor([N, max(num_global + 1, N // 2), max(num_global + 1, N - 77)])
+    # full, half, nearly full, and short events (a few ring tokens; G + 1: a single one)
+    n = torch.tensor(
+        [N, max(num_global + 1, N // 2), max(num_global + 1, N - 77), num_global + 5, num_global + 1]
+    )
     B = len(n)
     pos, length = torch.arange(N).expand(B, -1), n.view(B, 1).expand(-1, N)
 
@@ -28,6 +31,8 @@ def test_listed_blocks_hold_every_allowed_pair(N, window, wrap, num_global):
     for b, i in itertools.product(range(B), range(needed.shape[1])):
         listed[b, i, indices[b, i, : count[b, i]].long()] = True
     assert not (needed & ~listed).any()
+    mask = window_block_mask(rule, n, N, window, wrap, num_global)  # what flex reads: the same lists
+    assert torch.equal(mask.to_dense()[:, 0].bool(), listed)
 
 
 @pytest.mark.parametrize("wrap", [False, True])

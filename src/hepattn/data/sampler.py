@@ -17,9 +17,10 @@ from torch.utils.data import Dataset, DistributedSampler
 class SizeBalancedSampler(DistributedSampler):
     """``DistributedSampler`` whose processes see events of similar ``sizes`` at each step.
 
-    Every process gets the same number of events (the epoch is padded by repeating events, as
-    ``DistributedSampler`` does); ``set_epoch`` reshuffles, so an epoch's order depends only on
-    ``seed`` and the epoch number.
+    Every process gets the same number of events: as ``DistributedSampler`` does, the epoch is padded by
+    repeating events, here the ones just before the last step in size order, so that no step holds an
+    event twice (unless there are fewer events than processes). Which process gets which event of a step
+    is random. ``set_epoch`` reshuffles, so an epoch's order depends only on ``seed`` and the epoch.
     """
 
     def __init__(
@@ -39,13 +40,20 @@ class SizeBalancedSampler(DistributedSampler):
 
     def __iter__(self) -> Iterator[int]:
         generator = torch.Generator().manual_seed(self.seed + self.epoch)
-        order = torch.randperm(len(self.sizes), generator=generator)
-        padding = self.total_size - len(order)  # pad by repeating events, as DistributedSampler does
-        order = torch.cat([order, order.repeat(-(-padding // len(order)))[:padding]])
+        L, R = len(self.sizes), self.num_replicas
+        if L == 0:
+            return iter([])
+        order = torch.randperm(L, generator=generator)
+        # each bucket sorted by size, largest first; consecutive events then form a step
+        by_size = torch.cat(
+            [b[torch.argsort(self.sizes[b], descending=True, stable=True)] for b in order.split(self.bucket)]
+        )
+        padding = self.total_size - L  # fill the last step with the events just before it (never themselves)
+        fill = by_size[L - R : L - R + padding] if L >= R else by_size.repeat(-(-padding // L))[:padding]
+        steps = torch.cat([by_size, fill]).view(-1, R)  # one row per step, similar sizes
         mine = []
-        for bucket in order.split(self.bucket):
-            by_size = bucket[torch.argsort(self.sizes[bucket], descending=True, stable=True)]
-            steps = by_size.view(-1, self.num_replicas)  # one row per step, similar sizes
-            steps = steps[torch.randperm(len(steps), generator=generator)]
-            mine += steps[:, self.rank].tolist()
+        for chunk in steps.split(self.bucket // R):
+            chunk = chunk[torch.randperm(len(chunk), generator=generator)]  # a bucket's steps in random order
+            ranks = torch.rand(chunk.shape, generator=generator).argsort(dim=1)  # and not largest on rank 0
+            mine += chunk.gather(1, ranks)[:, self.rank].tolist()
         return iter(mine)

@@ -2,8 +2,9 @@
 
 ``create_block_mask`` evaluates the mask rule at every (query, key) pair: N^2 work for a window whose
 blocks are known in advance. Here each query block lists the key blocks that its queries' windows reach,
-computed from a few positions per block (O(N / 128) work), and ``BlockMask.from_kv_blocks`` takes the
-lists as they are (its block tables have (N / 128)^2 entries: 0.26 M at 64k hits).
+computed from a few positions per block instead of N^2 rule calls, and ``BlockMask.from_kv_blocks`` takes
+the lists as they are. Block-level tables remain (N / 128)^2 entries (flex's own tables, and the sort of a
+row when global tokens are there): 0.26 M at 64k hits.
 Every listed block is "partial", so flex still applies the exact rule (``mask_mod``) inside it; the
 lists only need to hold every block with an allowed pair, which a test checks against
 ``create_block_mask``.
