@@ -13,6 +13,9 @@ from hepattn.experiments.reco import (
     assign_hits,
     drop_unfit_tracks,
     helix_residuals,
+    mask_helix_residuals,
+    ranking_score,
+    refine_tracks,
     select_hits,
     suppress_duplicates,
 )
@@ -181,3 +184,47 @@ def test_short_tracks_of_two_particles_are_dropped_and_long_or_fitting_ones_kept
     owner = np.array([0] * 4 + [1] * 4 + [2] * 4)
     assert drop_unfit_tracks(owner, xyz, 4, 0.5, 1.0).tolist() == [0] * 4 + [-1] * 4 + [2] * 4
     assert drop_unfit_tracks(owner, xyz, 3, 0.5, 1.0).tolist() == owner.tolist()  # only <= 3 hits checked
+
+
+def test_mask_helix_residuals_equal_the_fit_of_each_mask_alone():
+    rng = np.random.default_rng(3)
+    r = np.array([32.0, 72.0, 116.0, 172.0])
+    xyz = np.concatenate([helix(1500.0, 0.3, 12.0, 0.8, r), helix(900.0, 0.32, -20.0, 1.1, r)])
+    xyz = np.concatenate([xyz, xyz[:4] + rng.normal(0.0, 2.0, (4, 3))])
+    mask = torch.from_numpy(rng.random((40, len(xyz))) < 0.4)
+    mask[:, :3] = True  # at least 3 hits in every mask
+    xy, z = mask_helix_residuals(mask, xyz)
+    for q in range(len(mask)):
+        ref = helix_residuals(*xyz[mask[q].numpy()].T)
+        np.testing.assert_allclose([xy[q].item(), z[q].item()], ref, rtol=1e-6, atol=1e-9)
+
+
+def test_candidates_that_fit_a_helix_are_kept_before_a_more_valid_merge():
+    r = np.array([32.0, 72.0, 116.0, 172.0])
+    xyz = np.concatenate([helix(1500.0, 0.3, 12.0, 0.8, r), helix(900.0, 0.32, -20.0, 1.1, r)])
+    mask = torch.zeros(3, 8, dtype=torch.bool)
+    mask[0, [0, 1, 2, 7]] = True  # two particles merged, the most valid candidate
+    mask[1, :4], mask[2, 4:] = True, True  # each particle alone
+    prob = torch.tensor([0.9, 0.8, 0.7])
+    candidate = torch.ones(3, dtype=torch.bool)
+    plain = ranking_score(prob, None, mask, candidate, xyz)
+    assert suppress_duplicates(plain, mask, 0.5).tolist() == [True, False, True]
+    fitted = ranking_score(prob, None, mask, candidate, xyz, fit_xy=0.5, fit_z=1.0)
+    assert suppress_duplicates(fitted, mask, 0.5).tolist() == [False, True, True]
+    quality = torch.tensor([0.5, 1.0, 1.0])  # the mask-quality head can reorder them too
+    assert suppress_duplicates(ranking_score(prob, quality, mask, candidate, xyz), mask, 0.5).tolist() == [
+        False,
+        True,
+        True,
+    ]
+    assert ranking_score(prob, None, mask, ~candidate, xyz, 0.5, 1.0).tolist() == [-1.0, -1.0, -1.0]
+
+
+def test_refining_takes_a_stray_hit_off_a_track_and_leaves_merges_and_clean_tracks_alone():
+    r = np.array([32.0, 72.0, 116.0, 172.0])
+    a, b = helix(1500.0, 0.3, 12.0, 0.8, r), helix(900.0, 0.32, -20.0, 1.1, r)
+    xyz = np.concatenate([a, b[2:3], a, b, a])
+    owner = np.array([0] * 5 + [1] * 8 + [2] * 4)  # 0: a + a stray hit of b; 1: a and b merged; 2: a
+    refined = refine_tracks(owner, xyz, 0.5, 1.0, max_removed=3)
+    assert refined.tolist() == [0] * 4 + [-1] + [1] * 8 + [2] * 4
+    assert refine_tracks(owner, xyz, 0.5, 1.0, max_removed=0).tolist() == owner.tolist()

@@ -49,6 +49,11 @@ class DemoSettings:
     fit_max_hits: int = 4  # tracks this short must fit a helix through the beam line (chosen on val)
     fit_max_xy: float = 3.0  # mm
     fit_max_z: float = 6.0  # mm
+    rank_fit_xy: float = 1.0  # mm; candidates fitting a helix this well are kept first (chosen on val)
+    rank_fit_z: float = 2.0  # mm
+    refine_max_removed: int = 3  # hits a track may lose to fit a helix within refine_xy, refine_z (on val)
+    refine_xy: float = 1.0  # mm
+    refine_z: float = 2.0  # mm
     min_pt: float = 1.0  # GeV, reconstructable particles
     seed: int = 1
     workers: int = 2  # simulation processes
@@ -60,7 +65,7 @@ TRAINING_FIELDS = ("pileup", "train_events", "val_events", "test_events", "filte
                    "threshold", "seed", "processes")  # fmt: skip
 
 QUICK = DemoSettings()
-LONG = DemoSettings(train_events=800, test_events=100, filter_steps=2500, tracker_steps=4500)
+LONG = DemoSettings(train_events=800, test_events=100, filter_steps=2500, tracker_steps=6000)
 
 
 def config(name: str) -> Path:
@@ -186,7 +191,8 @@ def run_demo(out: str | Path, s: DemoSettings = QUICK, detectors: Path | None = 
     tracker = load(tracker_configs, tracker_ckpt)
     reco = Reconstruction(
         hit_filter, tracker, s.threshold, s.track_threshold, 0.5, None, s.min_track_hits, s.min_mask_prob,
-        s.fit_max_hits, s.fit_max_xy, s.fit_max_z,
+        s.fit_max_hits, s.fit_max_xy, s.fit_max_z, s.rank_fit_xy, s.rank_fit_z, s.refine_max_removed,
+        s.refine_xy, s.refine_z,
     )  # fmt: skip
     files = sorted((out / "prepared" / "test").glob("event*.npz"))
     results, seconds = [], 0.0

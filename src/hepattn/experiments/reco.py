@@ -119,13 +119,11 @@ def assign_hits(
     return np.where(claimed & good[owner.clip(0)], owner, -1)
 
 
-def helix_residuals(x: np.ndarray, y: np.ndarray, z: np.ndarray) -> tuple[float, float]:
-    """Largest residuals (mm) of hits (mm) from a helix through the beam line.
+def helix_fit(x: np.ndarray, y: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Residuals (mm) of each hit (mm) from a helix through the beam line fitted to all of them.
 
     In x-y a circle through the origin, x^2 + y^2 = 2 a x + 2 b y, fitted by linear least squares; in
-    (arc length s, z) a straight line. Returns the largest distance of a hit from the circle and the
-    largest z residual. A track built from two particles fits neither; a particle from a displaced
-    vertex does not fit the circle either.
+    (arc length s, z) a straight line. Returns each hit's distance from the circle and its z residual.
     """
     r2 = x**2 + y**2
     (a, b), *_ = np.linalg.lstsq(np.stack([2 * x, 2 * y], 1), r2, rcond=None)
@@ -134,7 +132,82 @@ def helix_residuals(x: np.ndarray, y: np.ndarray, z: np.ndarray) -> tuple[float,
     s = 2 * radius * np.arcsin(np.clip(np.sqrt(r2) / (2 * radius), -1.0, 1.0))
     line = np.stack([np.ones_like(s), s], 1)
     coef, *_ = np.linalg.lstsq(line, z, rcond=None)
-    return float(xy.max()), float(np.abs(z - line @ coef).max())
+    return xy, np.abs(z - line @ coef)
+
+
+def helix_residuals(x: np.ndarray, y: np.ndarray, z: np.ndarray) -> tuple[float, float]:
+    """Largest x-y and z residuals (mm) of ``helix_fit``.
+
+    A track built from two particles fits neither; a particle from a displaced vertex does not fit the
+    circle either.
+    """
+    xy, z = helix_fit(x, y, z)
+    return float(xy.max()), float(z.max())
+
+
+def mask_helix_residuals(mask: torch.Tensor, xyz: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """(Q,) largest x-y and z residuals (mm) of ``helix_residuals`` for the hits of each of Q masks at once.
+
+    The same fits as ``helix_residuals`` on every row of ``mask`` (Q, N) with hits ``xyz`` (N, 3), solved
+    as Q 2 x 2 normal equations from sums over each mask, so thousands of candidates cost a few (Q, N)
+    array operations. Rows with fewer than 3 hits get residuals of a degenerate fit; callers skip them.
+    """
+    m = mask.double()
+    x, y, z = (torch.as_tensor(xyz[:, i], dtype=torch.float64, device=mask.device) for i in range(3))
+    r2 = x * x + y * y
+    sxx, sxy, syy = m @ (x * x), m @ (x * y), m @ (y * y)
+    bx, by = m @ (x * r2), m @ (y * r2)  # circle through the origin: [x y] (2a, 2b) = r^2
+    det = _nonzero(sxx * syy - sxy * sxy)
+    a, b = 0.5 * (syy * bx - sxy * by) / det, 0.5 * (sxx * by - sxy * bx) / det
+    radius = torch.hypot(a, b).unsqueeze(1)
+    xy = ((x - a.unsqueeze(1)).hypot(y - b.unsqueeze(1)) - radius).abs()
+    s = 2 * radius * torch.asin((r2.sqrt() / (2 * radius)).clamp(-1.0, 1.0))  # (Q, N) arc lengths
+    n, s1, s2 = m.sum(1), (m * s).sum(1), (m * s * s).sum(1)
+    z1, sz = m @ z, (m * s * z).sum(1)
+    slope = (n * sz - s1 * z1) / _nonzero(n * s2 - s1 * s1)  # the line z = z0 + slope s
+    z0 = (z1 - slope * s1) / n.clamp_min(1.0)
+    dz = (z - z0.unsqueeze(1) - slope.unsqueeze(1) * s).abs()
+    return xy.masked_fill(~mask, 0.0).amax(1), dz.masked_fill(~mask, 0.0).amax(1)
+
+
+def _nonzero(d: torch.Tensor, eps: float = 1e-9) -> torch.Tensor:
+    return torch.where(d.abs() < eps, torch.full_like(d, eps), d)
+
+
+def ranking_score(
+    prob: torch.Tensor,
+    quality: torch.Tensor | None,
+    mask: torch.Tensor,
+    candidate: torch.Tensor,
+    xyz: np.ndarray,
+    fit_xy: float = 0.0,
+    fit_z: float = 0.0,
+) -> torch.Tensor:
+    """(Q,) the order in which ``suppress_duplicates`` considers the candidates; -1 for non-candidates.
+
+    Every seed of a particle gets the same validity target, so validity alone cannot tell a clean mask
+    from one that merged two particles: the first of them kept claims the hits of both. The score is
+    validity times the predicted mask quality (the mask task's IoU head, when it has one), plus 1 for a
+    candidate whose mask hits fit a helix through the beam line (``mask_helix_residuals`` below
+    ``fit_xy`` and ``fit_z`` mm; 0: no fit), so candidates that fit come first and the others stay as
+    fall-backs for hits nothing else claims.
+
+    Args:
+        prob: (Q,) validity probability.
+        quality: (Q,) predicted mask IoU, or None.
+        mask: (Q, N) hits of each candidate.
+        candidate: (Q,) the queries that may become tracks.
+        xyz: (N, 3) hit positions in mm.
+        fit_xy: largest x-y residual (mm) of a fitting mask; 0: no fit.
+        fit_z: largest z residual (mm) of a fitting mask.
+    """
+    score = prob if quality is None else prob * quality
+    if fit_xy:
+        rows = candidate.nonzero().squeeze(1)
+        xy, z = mask_helix_residuals(mask[rows], xyz)
+        score = score.clone()
+        score[rows] += ((xy < fit_xy) & (z < fit_z)).to(score.dtype)
+    return score.masked_fill(~candidate, -1.0)
 
 
 def drop_unfit_tracks(
@@ -159,6 +232,37 @@ def drop_unfit_tracks(
     return out
 
 
+def refine_tracks(
+    owner: np.ndarray, xyz: np.ndarray, max_xy: float, max_z: float, max_removed: int
+) -> np.ndarray:
+    """``owner`` (N,) with at most ``max_removed`` hits taken off each track that fits no helix.
+
+    A track of more than 3 hits whose hits miss a helix through the beam line (``helix_fit`` residuals
+    at least ``max_xy`` or ``max_z`` mm) loses, one at a time, the hit without which the others fit
+    best, until they fit or ``max_removed`` hits are off or 3 are left. If the rest then fits, the
+    removed hits become unassigned (-1); if not, the track is a merge that a few hits do not explain,
+    and it stays as it was. A stray hit of another particle can turn a track into a fake (a 4-hit track
+    with 2 + 2 hits) and always costs purity; the leave-one-out choice keeps the stray hit from dragging
+    the fit towards itself, so that a true hit is not the one removed.
+    """
+
+    def misfit(hits: np.ndarray) -> float:
+        xy, z = helix_fit(*xyz[hits].astype(np.float64).T)
+        return max(float(xy.max()) / max_xy, float(z.max()) / max_z)
+
+    out = owner.copy()
+    for track in np.unique(owner[owner >= 0]):
+        hits = np.flatnonzero(owner == track)
+        removed = []
+        while len(hits) > 3 and len(removed) < max_removed and misfit(hits) >= 1.0:
+            worst = min(range(len(hits)), key=lambda i: misfit(np.delete(hits, i)))
+            removed.append(hits[worst])
+            hits = np.delete(hits, worst)
+        if removed and misfit(hits) < 1.0:
+            out[removed] = -1
+    return out
+
+
 @dataclass
 class Reconstruction:
     """Filter then tracker on one prepared event; each hit is assigned to at most one track.
@@ -177,6 +281,10 @@ class Reconstruction:
         min_mask_prob: so is a track whose mean mask probability over its hits is lower.
         fit_max_hits: tracks with at most this many hits must fit a helix through the beam line
             (``drop_unfit_tracks``, residuals below ``fit_max_xy`` and ``fit_max_z`` mm); 0: no fit.
+        rank_fit_xy, rank_fit_z: candidates whose masks fit a helix within these residuals (mm) are
+            considered first by the duplicate suppression (``ranking_score``); 0: validity order only.
+        refine_max_removed: a track that fits no helix within ``refine_xy`` and ``refine_z`` mm may lose
+            this many hits to fit one (``refine_tracks``); 0: tracks are left as assigned.
     """
 
     filter: MaskFormerModule
@@ -190,6 +298,11 @@ class Reconstruction:
     fit_max_hits: int = 0
     fit_max_xy: float = 0.5
     fit_max_z: float = 1.0
+    rank_fit_xy: float = 0.0
+    rank_fit_z: float = 0.0
+    refine_max_removed: int = 0
+    refine_xy: float = 1.0
+    refine_z: float = 2.0
 
     def __post_init__(self):
         if self.num_queries is not None:
@@ -214,11 +327,18 @@ class Reconstruction:
         track_prob = preds["track_valid"]["prob"][0].float()
         candidate = (track_prob >= self.track_threshold) & preds["queries"]["valid"][0]
         logit = preds["track_hit"]["logit"][0].float()
-        keep = suppress_duplicates(track_prob.masked_fill(~candidate, -1.0), logit > 0, self.max_overlap)
+        quality = preds["track_hit"].get("quality")
+        xyz = np.stack([kept[f"hit_{c}"] for c in "xyz"], 1).astype(np.float64)
+        score = ranking_score(
+            track_prob, None if quality is None else quality[0], logit > 0, candidate, xyz,
+            self.rank_fit_xy, self.rank_fit_z,
+        )  # fmt: skip
+        keep = suppress_duplicates(score, logit > 0, self.max_overlap)
         owner = assign_hits(logit, keep, self.min_hits, self.min_mask_prob)
         if self.fit_max_hits:
-            xyz = np.stack([kept[f"hit_{c}"] for c in "xyz"], 1)
             owner = drop_unfit_tracks(owner, xyz, self.fit_max_hits, self.fit_max_xy, self.fit_max_z)
+        if self.refine_max_removed:
+            owner = refine_tracks(owner, xyz, self.refine_xy, self.refine_z, self.refine_max_removed)
         used = np.unique(owner[owner >= 0])  # tracks that own at least min_hits hits, renumbered 0..T-1
         remap = np.full(logit.shape[0], -1, dtype=np.int64)
         remap[used] = np.arange(len(used))

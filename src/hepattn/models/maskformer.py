@@ -107,7 +107,7 @@ class MaskFormer(nn.Module):
             layer = outputs[f"layer_{i}"] = {}
             for task in self.object_tasks:  # the decoder already has the mask task's logits of q_i
                 reuse = task is self.mask_task and mask_logits is not None
-                layer[task.name] = {"logit": mask_logits} if reuse else task(q_i, x)
+                layer[task.name] = task.outputs(q_i, mask_logits) if reuse else task(q_i, x)
         return outputs
 
     def predict(self, outputs: dict[str, dict]) -> dict[str, dict[str, Tensor]]:

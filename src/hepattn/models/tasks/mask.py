@@ -49,6 +49,15 @@ class DistanceSimilarity(nn.Module):
 SIMILARITIES = {"dot": DotSimilarity, "distance": DistanceSimilarity}
 
 
+def mask_iou(pred: Tensor, target: Tensor, valid: Tensor | None = None) -> Tensor:
+    """(B, Q) intersection over union of bool (B, Q, N) predicted and target masks (0 when both empty)."""
+    if valid is not None:
+        pred, target = pred & valid[:, None], target & valid[:, None]
+    inter = (pred & target).sum(-1).float()
+    union = (pred | target).sum(-1).float()
+    return inter / union.clamp_min(1.0)
+
+
 class ObjectMaskTask(ObjectTask):
     """Predicts, for each query, which constituents belong to it; target ``{object}_{constituent}_valid``."""
 
@@ -63,6 +72,7 @@ class ObjectMaskTask(ObjectTask):
         costs: dict[str, float] | None = None,
         embed_dim: int | None = None,
         shared_embed: bool = False,
+        quality_weight: float = 0.0,
     ):
         """Build the head.
 
@@ -77,6 +87,11 @@ class ObjectMaskTask(ObjectTask):
             embed_dim: size E of the query and constituent mask embeddings (default D).
             shared_embed: one MLP embeds queries and constituents, so that a query initialised from a
                 constituent (dynamic queries) starts at that constituent in the mask space.
+            quality_weight: weight of a head that predicts how good each query's own mask is, the IoU of
+                its predicted mask (logit > 0) with its target's (0 for an unmatched query), trained with
+                BCE on that soft target (mask scoring, arXiv 1903.00241). When one-to-many assignment
+                (``SeedOwnerCriterion``) gives every seed of a particle the same validity target, this is
+                what tells a clean mask from one that merged two particles; 0: no head.
         """
         super().__init__()
         if similarity not in SIMILARITIES:
@@ -93,6 +108,8 @@ class ObjectMaskTask(ObjectTask):
         self.input_embed = Mlp(dim, dim, embed_dim)
         self.query_embed = self.input_embed if shared_embed else Mlp(dim, dim, embed_dim)
         self.similarity = SIMILARITIES[similarity]()
+        self.quality_weight = quality_weight
+        self.quality_head = Mlp(dim, dim, 1) if quality_weight else None
 
     def embed_inputs(self, x: Tensor) -> Tensor:
         """(B, N, E) constituent embeddings in the mask space; the same for every decoder layer."""
@@ -107,7 +124,14 @@ class ObjectMaskTask(ObjectTask):
         return self.logits_from(q, self.embed_inputs(x))
 
     def forward(self, q: Tensor, x: Tensor) -> dict[str, Tensor]:
-        return {"logit": self.mask_logits(q, x)}
+        return self.outputs(q, self.mask_logits(q, x))
+
+    def outputs(self, q: Tensor, logit: Tensor) -> dict[str, Tensor]:
+        """The task's outputs for queries q whose mask logits (B, Q, N) are already computed."""
+        out = {"logit": logit}
+        if self.quality_head is not None:
+            out["quality_logit"] = self.quality_head(q).squeeze(-1)
+        return out
 
     def cost(self, outputs, batch) -> Tensor | None:
         logit, target = outputs["logit"].float(), batch[self.target_key].float()
@@ -117,7 +141,21 @@ class ObjectMaskTask(ObjectTask):
     def loss(self, outputs, aligned, matched, batch) -> dict[str, Tensor]:
         logit, target = outputs["logit"].float(), aligned[self.target_key].float()
         valid = batch[f"{self.input_name}_valid"]
-        return {n: w * MASK_LOSSES[n](logit, target, valid, matched) for n, w in self.loss_weights.items()}
+        out = {n: w * MASK_LOSSES[n](logit, target, valid, matched) for n, w in self.loss_weights.items()}
+        if self.quality_head is not None:
+            out["quality"] = self.quality_weight * self.quality_loss(outputs, target, valid, matched, aligned)
+        return out
+
+    def quality_loss(self, outputs, target: Tensor, valid: Tensor, matched: Tensor, aligned) -> Tensor:
+        """BCE of the quality head against the IoU of each query's own (detached) mask with its target."""
+        with torch.no_grad():
+            iou = torch.where(matched, mask_iou(outputs["logit"] > 0, target.bool(), valid), 0.0)
+        loss = F.binary_cross_entropy_with_logits(outputs["quality_logit"].float(), iou, reduction="none")
+        query_valid = aligned.get("query_valid", torch.ones_like(matched))
+        return torch.where(query_valid, loss, 0.0).sum() / query_valid.sum().clamp_min(1)
 
     def predict(self, outputs: dict[str, Tensor]) -> dict[str, Tensor]:
-        return {"logit": outputs["logit"], "mask": outputs["logit"] > 0}
+        out = {"logit": outputs["logit"], "mask": outputs["logit"] > 0}
+        if "quality_logit" in outputs:
+            out["quality"] = torch.sigmoid(outputs["quality_logit"].float())
+        return out
