@@ -8,12 +8,11 @@ import pytest
 import torch
 
 from hepattn.experiments.evaluate import evaluate
+from hepattn.experiments.helix import helix_fit, helix_residuals, mask_helix_residuals
 from hepattn.experiments.predictions import read_predictions, write_predictions, write_submission
 from hepattn.experiments.reco import (
     assign_hits,
     drop_unfit_tracks,
-    helix_residuals,
-    mask_helix_residuals,
     ranking_score,
     refine_tracks,
     select_hits,
@@ -193,10 +192,26 @@ def test_mask_helix_residuals_equal_the_fit_of_each_mask_alone():
     xyz = np.concatenate([xyz, xyz[:4] + rng.normal(0.0, 2.0, (4, 3))])
     mask = torch.from_numpy(rng.random((40, len(xyz))) < 0.4)
     mask[:, :3] = True  # at least 3 hits in every mask
-    xy, z = mask_helix_residuals(mask, xyz)
+    xy, z = mask_helix_residuals(mask, xyz, chunk=7)  # several chunks, the last one short
     for q in range(len(mask)):
         ref = helix_residuals(*xyz[mask[q].numpy()].T)
         np.testing.assert_allclose([xy[q].item(), z[q].item()], ref, rtol=1e-6, atol=1e-9)
+
+
+def test_masks_of_fewer_than_3_hits_or_on_a_line_through_the_origin_have_no_fit():
+    r = np.array([32.0, 72.0, 116.0, 172.0])
+    xyz = np.concatenate([helix(1500.0, 0.3, 12.0, 0.8, r), np.outer(r, [0.6, 0.8, 0.5])])
+    mask = torch.zeros(5, 8, dtype=torch.bool)
+    mask[0, :4] = True  # a helix: fits
+    mask[1, :2] = True  # 2 hits: any circle and line pass through them
+    mask[2, 0] = True
+    mask[4, 4:] = True  # on a straight line through the origin: no circle through the origin
+    xy, z = mask_helix_residuals(mask, xyz)
+    assert xy[0] < 1e-6 and z[0] < 1e-6
+    assert torch.isinf(xy[1:]).all() and torch.isinf(z[1:]).all()
+    candidate = torch.ones(5, dtype=torch.bool)
+    score = ranking_score(torch.full((5,), 0.5), None, mask, candidate, xyz, 1.0, 2.0)
+    assert score.tolist() == [1.5, 0.5, 0.5, 0.5, 0.5]
 
 
 def test_candidates_that_fit_a_helix_are_kept_before_a_more_valid_merge():
@@ -228,3 +243,15 @@ def test_refining_takes_a_stray_hit_off_a_track_and_leaves_merges_and_clean_trac
     refined = refine_tracks(owner, xyz, 0.5, 1.0, max_removed=3)
     assert refined.tolist() == [0] * 4 + [-1] + [1] * 8 + [2] * 4
     assert refine_tracks(owner, xyz, 0.5, 1.0, max_removed=0).tolist() == owner.tolist()
+    assert refine_tracks(owner, xyz, 0.5, 1.0, 3, min_hits=5).tolist() == owner.tolist()  # none may shrink
+
+
+def test_refining_removes_the_stray_hit_even_where_it_is_not_the_worst_residual():
+    r = np.array([32.0, 50.0, 72.0, 90.0, 116.0, 140.0, 172.0])
+    xyz = helix(600.0, 0.3, 12.0, 0.8, r)
+    angle = np.arctan2(xyz[6, 1], xyz[6, 0]) + 4.0 / 172.0  # the last hit moved 4 mm sideways
+    xyz[6, :2] = 172.0 * np.cos(angle), 172.0 * np.sin(angle)
+    owner = np.zeros(7, dtype=np.int64)
+    xy, _ = helix_fit(*xyz.T)
+    assert xy.argmax() != 6  # the stray hit pulls the circle onto itself
+    assert refine_tracks(owner, xyz, 0.5, 1.0, max_removed=1).tolist() == [0] * 6 + [-1]

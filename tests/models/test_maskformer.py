@@ -51,7 +51,11 @@ def make_model(dynamic=True, mask_attention=True, decoder=True):
         tasks += [
             ObjectValidTask("track_valid", D),
             ObjectMaskTask(
-                "track_hit", D, similarity="distance", losses={"bce": 1.0, "dice": 1.0, "focal": 1.0}
+                "track_hit",
+                D,
+                similarity="distance",
+                losses={"bce": 1.0, "dice": 1.0, "focal": 1.0},
+                quality_weight=1.0,
             ),
             ObjectRegressionTask("track_params", D, fields=["pt", "eta"], log_fields=["pt"], cost_weight=0.1),
             ObjectClassificationTask("track_charge", D, num_classes=2, field="charge"),
@@ -74,6 +78,8 @@ def test_output_structure_and_shapes():
     assert out["encoder"]["hit_filter"]["logit"].shape == (2, 40)
     assert out["layer_1"]["track_valid"]["logit"].shape == (2, 8)
     assert out["layer_1"]["track_hit"]["logit"].shape == (2, 8, 40)
+    for layer in ("layer_0", "layer_1"):  # the decoder's mask logits are reused, the quality is added
+        assert out[layer]["track_hit"]["quality_logit"].shape == (2, 8)
     assert out["layer_1"]["track_params"]["value"].shape == (2, 8, 2)
     assert out["layer_1"]["track_charge"]["logits"].shape == (2, 8, 2)
     assert out["queries"]["valid"].shape == (2, 8)
@@ -105,6 +111,7 @@ def test_loss_names_cover_every_layer_and_task():
             "track_hit/bce",
             "track_hit/dice",
             "track_hit/focal",
+            "track_hit/quality",
             "track_params/l1",
         ):
             assert f"{layer}/{name}" in losses
@@ -129,6 +136,7 @@ def test_predictions_have_physical_units():
     preds = model.predict(model(make_batch()))
     assert (preds["track_params"]["pt"] > 0).all()  # pT is regressed in log space
     assert preds["track_hit"]["mask"].dtype == torch.bool
+    assert ((preds["track_hit"]["quality"] >= 0) & (preds["track_hit"]["quality"] <= 1)).all()
 
 
 def test_wiring_errors_are_caught_at_build_time():

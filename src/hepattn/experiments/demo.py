@@ -190,10 +190,21 @@ def run_demo(out: str | Path, s: DemoSettings = QUICK, detectors: Path | None = 
 
     tracker = load(tracker_configs, tracker_ckpt)
     reco = Reconstruction(
-        hit_filter, tracker, s.threshold, s.track_threshold, 0.5, None, s.min_track_hits, s.min_mask_prob,
-        s.fit_max_hits, s.fit_max_xy, s.fit_max_z, s.rank_fit_xy, s.rank_fit_z, s.refine_max_removed,
-        s.refine_xy, s.refine_z,
-    )  # fmt: skip
+        hit_filter,
+        tracker,
+        threshold=s.threshold,
+        track_threshold=s.track_threshold,
+        min_hits=s.min_track_hits,
+        min_mask_prob=s.min_mask_prob,
+        fit_max_hits=s.fit_max_hits,
+        fit_max_xy=s.fit_max_xy,
+        fit_max_z=s.fit_max_z,
+        rank_fit_xy=s.rank_fit_xy,
+        rank_fit_z=s.rank_fit_z,
+        refine_max_removed=s.refine_max_removed,
+        refine_xy=s.refine_xy,
+        refine_z=s.refine_z,
+    )
     files = sorted((out / "prepared" / "test").glob("event*.npz"))
     results, seconds = [], 0.0
     for path in tqdm(files, desc="reconstruct test", unit="event"):

@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 from hepattn.data.batch import collate
 from hepattn.data.dataset import TargetCuts, load_event, save_event, to_model_inputs
+from hepattn.experiments.helix import helix_fit, helix_residuals, mask_helix_residuals
 from hepattn.training.module import MaskFormerModule
 
 
@@ -72,23 +73,24 @@ def filter_directory(
     return written
 
 
-def suppress_duplicates(prob: torch.Tensor, mask: torch.Tensor, max_overlap: float) -> torch.Tensor:
+def suppress_duplicates(score: torch.Tensor, mask: torch.Tensor, max_overlap: float) -> torch.Tensor:
     """(Q,) tracks to keep: non-maximum suppression on hit sets.
 
-    Greedily by probability, a track whose hits are already claimed by kept tracks for more than
+    Greedily by score, a track whose hits are already claimed by kept tracks for more than
     ``max_overlap`` of its hits is a duplicate and dropped.
 
     Args:
-        prob: (Q,) validity probability; tracks with prob < 0 are never kept.
+        score: (Q,) the order (highest first), e.g. validity or ``ranking_score``; tracks with a
+            negative score are never kept.
         mask: (Q, N) hits of each track.
         max_overlap: largest fraction of a kept track's hits that earlier kept tracks may hold.
     """
-    keep = torch.zeros_like(prob, dtype=torch.bool)
+    keep = torch.zeros_like(score, dtype=torch.bool)
     claimed = torch.zeros(mask.shape[-1], dtype=torch.bool, device=mask.device)
-    for q in torch.argsort(prob, descending=True):
+    for q in torch.argsort(score, descending=True):
         hits = mask[q]
         size = int(hits.sum())
-        if prob[q] < 0 or size == 0:
+        if score[q] < 0 or size == 0:
             continue
         if int((hits & claimed).sum()) <= max_overlap * size:
             keep[q] = True
@@ -119,61 +121,6 @@ def assign_hits(
     return np.where(claimed & good[owner.clip(0)], owner, -1)
 
 
-def helix_fit(x: np.ndarray, y: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Residuals (mm) of each hit (mm) from a helix through the beam line fitted to all of them.
-
-    In x-y a circle through the origin, x^2 + y^2 = 2 a x + 2 b y, fitted by linear least squares; in
-    (arc length s, z) a straight line. Returns each hit's distance from the circle and its z residual.
-    """
-    r2 = x**2 + y**2
-    (a, b), *_ = np.linalg.lstsq(np.stack([2 * x, 2 * y], 1), r2, rcond=None)
-    radius = np.hypot(a, b)
-    xy = np.abs(np.hypot(x - a, y - b) - radius)
-    s = 2 * radius * np.arcsin(np.clip(np.sqrt(r2) / (2 * radius), -1.0, 1.0))
-    line = np.stack([np.ones_like(s), s], 1)
-    coef, *_ = np.linalg.lstsq(line, z, rcond=None)
-    return xy, np.abs(z - line @ coef)
-
-
-def helix_residuals(x: np.ndarray, y: np.ndarray, z: np.ndarray) -> tuple[float, float]:
-    """Largest x-y and z residuals (mm) of ``helix_fit``.
-
-    A track built from two particles fits neither; a particle from a displaced vertex does not fit the
-    circle either.
-    """
-    xy, z = helix_fit(x, y, z)
-    return float(xy.max()), float(z.max())
-
-
-def mask_helix_residuals(mask: torch.Tensor, xyz: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-    """(Q,) largest x-y and z residuals (mm) of ``helix_residuals`` for the hits of each of Q masks at once.
-
-    The same fits as ``helix_residuals`` on every row of ``mask`` (Q, N) with hits ``xyz`` (N, 3), solved
-    as Q 2 x 2 normal equations from sums over each mask, so thousands of candidates cost a few (Q, N)
-    array operations. Rows with fewer than 3 hits get residuals of a degenerate fit; callers skip them.
-    """
-    m = mask.double()
-    x, y, z = (torch.as_tensor(xyz[:, i], dtype=torch.float64, device=mask.device) for i in range(3))
-    r2 = x * x + y * y
-    sxx, sxy, syy = m @ (x * x), m @ (x * y), m @ (y * y)
-    bx, by = m @ (x * r2), m @ (y * r2)  # circle through the origin: [x y] (2a, 2b) = r^2
-    det = _nonzero(sxx * syy - sxy * sxy)
-    a, b = 0.5 * (syy * bx - sxy * by) / det, 0.5 * (sxx * by - sxy * bx) / det
-    radius = torch.hypot(a, b).unsqueeze(1)
-    xy = ((x - a.unsqueeze(1)).hypot(y - b.unsqueeze(1)) - radius).abs()
-    s = 2 * radius * torch.asin((r2.sqrt() / (2 * radius)).clamp(-1.0, 1.0))  # (Q, N) arc lengths
-    n, s1, s2 = m.sum(1), (m * s).sum(1), (m * s * s).sum(1)
-    z1, sz = m @ z, (m * s * z).sum(1)
-    slope = (n * sz - s1 * z1) / _nonzero(n * s2 - s1 * s1)  # the line z = z0 + slope s
-    z0 = (z1 - slope * s1) / n.clamp_min(1.0)
-    dz = (z - z0.unsqueeze(1) - slope.unsqueeze(1) * s).abs()
-    return xy.masked_fill(~mask, 0.0).amax(1), dz.masked_fill(~mask, 0.0).amax(1)
-
-
-def _nonzero(d: torch.Tensor, eps: float = 1e-9) -> torch.Tensor:
-    return torch.where(d.abs() < eps, torch.full_like(d, eps), d)
-
-
 def ranking_score(
     prob: torch.Tensor,
     quality: torch.Tensor | None,
@@ -188,9 +135,9 @@ def ranking_score(
     Every seed of a particle gets the same validity target, so validity alone cannot tell a clean mask
     from one that merged two particles: the first of them kept claims the hits of both. The score is
     validity times the predicted mask quality (the mask task's IoU head, when it has one), plus 1 for a
-    candidate whose mask hits fit a helix through the beam line (``mask_helix_residuals`` below
-    ``fit_xy`` and ``fit_z`` mm; 0: no fit), so candidates that fit come first and the others stay as
-    fall-backs for hits nothing else claims.
+    candidate whose mask holds at least 3 hits that fit a helix through the beam line
+    (``mask_helix_residuals`` below ``fit_xy`` and ``fit_z`` mm), so candidates that fit come first and
+    the others stay as fall-backs for hits nothing else claims.
 
     Args:
         prob: (Q,) validity probability.
@@ -233,17 +180,17 @@ def drop_unfit_tracks(
 
 
 def refine_tracks(
-    owner: np.ndarray, xyz: np.ndarray, max_xy: float, max_z: float, max_removed: int
+    owner: np.ndarray, xyz: np.ndarray, max_xy: float, max_z: float, max_removed: int, min_hits: int = 3
 ) -> np.ndarray:
     """``owner`` (N,) with at most ``max_removed`` hits taken off each track that fits no helix.
 
-    A track of more than 3 hits whose hits miss a helix through the beam line (``helix_fit`` residuals
-    at least ``max_xy`` or ``max_z`` mm) loses, one at a time, the hit without which the others fit
-    best, until they fit or ``max_removed`` hits are off or 3 are left. If the rest then fits, the
-    removed hits become unassigned (-1); if not, the track is a merge that a few hits do not explain,
-    and it stays as it was. A stray hit of another particle can turn a track into a fake (a 4-hit track
-    with 2 + 2 hits) and always costs purity; the leave-one-out choice keeps the stray hit from dragging
-    the fit towards itself, so that a true hit is not the one removed.
+    A track of more than ``min_hits`` (at least 3) hits whose hits miss a helix through the beam line
+    (``helix_fit`` residuals at least ``max_xy`` or ``max_z`` mm) loses, one at a time, the hit without
+    which the others fit best, until they fit, ``max_removed`` hits are off or ``min_hits`` are left.
+    If the rest then fits, the removed hits become unassigned (-1); if not, the track is a merge that a
+    few hits do not explain, and it stays as it was. A stray hit of another particle can turn a track
+    into a fake (a 4-hit track with 2 + 2 hits) and always costs purity; the stray hit drags the fit
+    towards itself, so its own residual need not be the largest: the leave-one-out choice finds it.
     """
 
     def misfit(hits: np.ndarray) -> float:
@@ -254,7 +201,7 @@ def refine_tracks(
     for track in np.unique(owner[owner >= 0]):
         hits = np.flatnonzero(owner == track)
         removed = []
-        while len(hits) > 3 and len(removed) < max_removed and misfit(hits) >= 1.0:
+        while len(hits) > max(3, min_hits) and len(removed) < max_removed and misfit(hits) >= 1.0:
             worst = min(range(len(hits)), key=lambda i: misfit(np.delete(hits, i)))
             removed.append(hits[worst])
             hits = np.delete(hits, worst)
@@ -281,10 +228,15 @@ class Reconstruction:
         min_mask_prob: so is a track whose mean mask probability over its hits is lower.
         fit_max_hits: tracks with at most this many hits must fit a helix through the beam line
             (``drop_unfit_tracks``, residuals below ``fit_max_xy`` and ``fit_max_z`` mm); 0: no fit.
-        rank_fit_xy, rank_fit_z: candidates whose masks fit a helix within these residuals (mm) are
-            considered first by the duplicate suppression (``ranking_score``); 0: validity order only.
-        refine_max_removed: a track that fits no helix within ``refine_xy`` and ``refine_z`` mm may lose
+        rank_fit_xy: candidates whose masks fit a helix within this x-y residual (mm) and
+            ``rank_fit_z`` are considered first by the duplicate suppression (``ranking_score``); 0: no
+            fit, the order is validity (times the predicted mask quality when the tracker has a quality
+            head).
+        rank_fit_z: the z residual (mm) of that fit.
+        refine_max_removed: a track that fits no helix within ``refine_xy`` and ``refine_z`` may lose
             this many hits to fit one (``refine_tracks``); 0: tracks are left as assigned.
+        refine_xy: largest x-y residual (mm) of a refined track.
+        refine_z: largest z residual (mm) of a refined track.
     """
 
     filter: MaskFormerModule
@@ -338,7 +290,9 @@ class Reconstruction:
         if self.fit_max_hits:
             owner = drop_unfit_tracks(owner, xyz, self.fit_max_hits, self.fit_max_xy, self.fit_max_z)
         if self.refine_max_removed:
-            owner = refine_tracks(owner, xyz, self.refine_xy, self.refine_z, self.refine_max_removed)
+            owner = refine_tracks(
+                owner, xyz, self.refine_xy, self.refine_z, self.refine_max_removed, self.min_hits
+            )
         used = np.unique(owner[owner >= 0])  # tracks that own at least min_hits hits, renumbered 0..T-1
         remap = np.full(logit.shape[0], -1, dtype=np.int64)
         remap[used] = np.arange(len(used))

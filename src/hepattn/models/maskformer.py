@@ -88,7 +88,8 @@ class MaskFormer(nn.Module):
             ``["encoder"]["hit_filter"]["logit"]`` (B, N); with a decoder also
             ``{"layer_{i}": {task: {name: tensor}}}`` for every decoder layer i (the last layer is the
             prediction; the others are auxiliary), e.g. ``["layer_3"]["track_valid"]["logit"]`` (B, Q),
-            ``["layer_3"]["track_hit"]["logit"]`` (B, Q, N); and ``{"queries": {"valid": (B, Q),
+            ``["layer_3"]["track_hit"]["logit"]`` (B, Q, N) (with ``"quality_logit"`` (B, Q) when the mask
+            task has a quality head); and ``{"queries": {"valid": (B, Q),
             "index": (B, Q) seed constituents or None}}``.
         """
         x_valid = batch[f"{self.input_name}_valid"]

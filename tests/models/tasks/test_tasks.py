@@ -97,14 +97,16 @@ def test_mask_quality_target_is_the_iou_of_each_query_mask_with_its_target():
     task = ObjectMaskTask("m", D, quality_weight=2.0)
     logit = torch.tensor([[[3.0, 2.0, -1.0, -1.0], [1.0, 1.0, 1.0, 1.0], [1.0, -1.0, -1.0, -1.0]]])
     target = torch.tensor([[[1, 1, 0, 0], [1, 1, 0, 0], [0, 0, 0, 0]]], dtype=torch.bool)
-    matched = torch.tensor([[True, True, False]])
+    logit = torch.cat([logit, logit[:, :1]], 1)  # a 4th query, padding
+    target = torch.cat([target, target[:, :1]], 1)
+    matched = torch.tensor([[True, True, False, False]])
     valid = torch.tensor([[True, True, True, False]])  # the 4th hit is padding
-    outputs = {"logit": logit, "quality_logit": torch.tensor([[0.5, -0.2, 1.0]])}
-    aligned = {"particle_hit_valid": target, "query_valid": torch.ones(1, 3, dtype=torch.bool)}
+    outputs = {"logit": logit, "quality_logit": torch.tensor([[0.5, -0.2, 1.0, 3.0]])}
+    aligned = {"particle_hit_valid": target, "query_valid": torch.tensor([[True, True, True, False]])}
     batch = {"hit_valid": valid}
     # query 0: exact mask; query 1: 2 of its 3 real hits are the target's; query 2: unmatched
     iou = torch.tensor([[1.0, 2.0 / 3.0, 0.0]])
-    expected = 2.0 * F.binary_cross_entropy_with_logits(outputs["quality_logit"], iou)
+    expected = 2.0 * F.binary_cross_entropy_with_logits(outputs["quality_logit"][:, :3], iou)
     torch.testing.assert_close(task.loss(outputs, aligned, matched, batch)["quality"], expected)
     assert set(task.predict(outputs)) == {"logit", "mask", "quality"}
 

@@ -146,8 +146,19 @@ class ObjectMaskTask(ObjectTask):
             out["quality"] = self.quality_weight * self.quality_loss(outputs, target, valid, matched, aligned)
         return out
 
-    def quality_loss(self, outputs, target: Tensor, valid: Tensor, matched: Tensor, aligned) -> Tensor:
-        """BCE of the quality head against the IoU of each query's own (detached) mask with its target."""
+    def quality_loss(
+        self,
+        outputs: dict[str, Tensor],
+        target: Tensor,
+        valid: Tensor,
+        matched: Tensor,
+        aligned: dict[str, Tensor],
+    ) -> Tensor:
+        """BCE of the quality head against the IoU of each query's own (detached) mask with its target.
+
+        Unlike the mask losses (a mean over matched queries), a mean over every valid query: a query with
+        no target must learn that its mask is worth nothing.
+        """
         with torch.no_grad():
             iou = torch.where(matched, mask_iou(outputs["logit"] > 0, target.bool(), valid), 0.0)
         loss = F.binary_cross_entropy_with_logits(outputs["quality_logit"].float(), iou, reduction="none")
