@@ -40,12 +40,14 @@ def test_tiny_filter_by_hand():
     assert total(forward_count(model, 10)).flops == 2 * 10 * (input_net + encoder + head) + attention  # 15840
 
 
-def tiny_tracker(window: int | None, shared_embed: bool) -> MaskFormer:
+def tiny_tracker(window: int | None, shared_embed: bool, quality_weight: float = 0.0) -> MaskFormer:
     d = 16
     tasks = [
         ConstituentClassificationTask("hit_seed", d, target_field="seed"),
         ObjectValidTask("track_valid", d),
-        ObjectMaskTask("track_hit", d, similarity="distance", shared_embed=shared_embed),
+        ObjectMaskTask(
+            "track_hit", d, similarity="distance", shared_embed=shared_embed, quality_weight=quality_weight
+        ),
         ObjectRegressionTask("track_params", d, fields=["pt", "eta"]),
     ]
     return MaskFormer(
@@ -57,11 +59,13 @@ def tiny_tracker(window: int | None, shared_embed: bool) -> MaskFormer:
     ).eval()
 
 
-@pytest.mark.parametrize(("window", "shared_embed"), [(None, False), (None, True), (8, False)])
-def test_tracker_count_is_torch_count_plus_attention(window, shared_embed):
+@pytest.mark.parametrize(
+    ("window", "shared_embed", "quality_weight"), [(None, False, 0.0), (None, True, 0.0), (8, False, 1.0)]
+)
+def test_tracker_count_is_torch_count_plus_attention(window, shared_embed, quality_weight):
     """torch's FlopCounterMode counts every product but CPU SDPA; add the attention by hand."""
     n, q, d, layers = 40, 5, 16, 2
-    model = tiny_tracker(window, shared_embed)
+    model = tiny_tracker(window, shared_embed, quality_weight)
     batch = {"hit_x": torch.randn(1, n), "hit_phi": torch.rand(1, n)}
     batch["hit_valid"] = torch.ones(1, n, dtype=torch.bool)
     with torch.no_grad(), FlopCounterMode(display=False) as counter:

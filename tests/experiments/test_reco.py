@@ -192,7 +192,7 @@ def test_mask_helix_residuals_equal_the_fit_of_each_mask_alone():
     xyz = np.concatenate([xyz, xyz[:4] + rng.normal(0.0, 2.0, (4, 3))])
     mask = torch.from_numpy(rng.random((40, len(xyz))) < 0.4)
     mask[:, :3] = True  # at least 3 hits in every mask
-    xy, z = mask_helix_residuals(mask, xyz, chunk=7)  # several chunks, the last one short
+    xy, z = mask_helix_residuals(mask, xyz)
     for q in range(len(mask)):
         ref = helix_residuals(*xyz[mask[q].numpy()].T)
         np.testing.assert_allclose([xy[q].item(), z[q].item()], ref, rtol=1e-6, atol=1e-9)

@@ -125,10 +125,11 @@ def forward_count(model: MaskFormer, n: int, element_bytes: int = 2, device: dic
         counts["mask_attention"] = _op(0, s * q * n + q * n, device) * depth
     heads = Count()
     for task in model.object_tasks:
-        if task is reused:
-            continue
         if isinstance(task, ObjectMaskTask):
-            heads += mask_logits_count(task, q, n, s, device)
+            if task is not reused:  # the reused task's logits are counted above
+                heads += mask_logits_count(task, q, n, s, device)
+            if task.quality_head is not None:
+                heads += linears(task.quality_head, q, s, device)
         else:
             heads += linears(task, q, s, device)
     counts["query_heads"] = heads * depth

@@ -41,7 +41,7 @@ class DemoSettings:
     val_events: int = 20
     test_events: int = 50
     filter_steps: int = 750  # optimizer steps of `processes` events each
-    tracker_steps: int = 1800
+    tracker_steps: int = 1650
     threshold: float = 0.1  # filter probability above which a hit goes to the tracker
     track_threshold: float = 0.02  # validity probability of a track candidate (chosen on the val split)
     min_track_hits: int = 3  # shorter candidates are fragments; their hits stay unassigned

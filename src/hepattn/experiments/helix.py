@@ -36,46 +36,48 @@ def helix_residuals(x: np.ndarray, y: np.ndarray, z: np.ndarray) -> tuple[float,
     return float(xy.max()), float(z.max())
 
 
-def mask_helix_residuals(
-    mask: torch.Tensor, xyz: np.ndarray, chunk: int = 1024
-) -> tuple[torch.Tensor, torch.Tensor]:
+def mask_helix_residuals(mask: torch.Tensor, xyz: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     """(Q,) largest x-y and z residuals (mm) of ``helix_residuals`` for the hits of each of Q masks.
 
     The same fits as ``helix_residuals`` on every row of ``mask`` (Q, N) with hits ``xyz`` (N, 3),
-    solved as 2 x 2 normal equations from sums over each mask, so thousands of candidates cost a few
-    (Q, N) array operations (done ``chunk`` rows at a time to bound the memory). A mask with fewer than
-    3 hits, or whose normal equations are singular (all its hits on one line through the origin), has
-    no fit: its residuals are infinite.
+    solved as 2 x 2 normal equations from sums over the (row, hit) pairs of the masks, so the cost is
+    linear in the number of such pairs, not Q x N. A mask with fewer than 3 hits, or whose normal
+    equations are singular (all its hits on one line through the origin), has no fit: its residuals
+    are infinite.
     """
-    x, y, z = (torch.as_tensor(xyz[:, i], dtype=torch.float64, device=mask.device) for i in range(3))
-    parts = [_mask_fit(rows, x, y, z) for rows in mask.split(chunk)]
-    if not parts:
-        empty = torch.zeros(0, dtype=torch.float64, device=mask.device)
-        return empty, empty
-    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+    num = mask.shape[0]
+    row, hit = mask.nonzero(as_tuple=True)
+    x, y, z = (torch.as_tensor(xyz[:, i], dtype=torch.float64, device=mask.device)[hit] for i in range(3))
 
+    def per_mask(values: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(num, dtype=torch.float64, device=mask.device).index_add_(0, row, values)
 
-def _mask_fit(mask: torch.Tensor, x: torch.Tensor, y: torch.Tensor, z: torch.Tensor):
-    m = mask.double()
+    def largest(values: torch.Tensor) -> torch.Tensor:
+        zero = torch.zeros(num, dtype=torch.float64, device=mask.device)
+        return zero.scatter_reduce(0, row, values, "amax", include_self=True)
+
     r2 = x * x + y * y
-    sxx, sxy, syy = m @ (x * x), m @ (x * y), m @ (y * y)
-    bx, by = m @ (x * r2), m @ (y * r2)  # the circle: [x y] (2a, 2b) = r^2
+    sxx, sxy, syy = per_mask(x * x), per_mask(x * y), per_mask(y * y)
+    bx, by = per_mask(x * r2), per_mask(y * r2)  # the circle: [x y] (2a, 2b) = r^2
     det = sxx * syy - sxy * sxy
     circle = det > 1e-12 * sxx * syy
     det = torch.where(circle, det, 1.0)
     a, b = 0.5 * (syy * bx - sxy * by) / det, 0.5 * (sxx * by - sxy * bx) / det
-    radius = torch.hypot(a, b).unsqueeze(1)
-    xy = ((x - a.unsqueeze(1)).hypot(y - b.unsqueeze(1)) - radius).abs()
-    s = 2 * radius * torch.asin((r2.sqrt() / (2 * radius)).clamp(-1.0, 1.0))  # (Q, N) arc lengths
-    n, s1, s2 = m.sum(1), (m * s).sum(1), (m * s * s).sum(1)
-    z1, sz = m @ z, (m * s * z).sum(1)
+    radius = torch.hypot(a, b)[row]
+    xy = ((x - a[row]).hypot(y - b[row]) - radius).abs()
+    s = 2 * radius * torch.asin((r2.sqrt() / (2 * radius)).clamp(-1.0, 1.0))  # arc lengths
+    n, s1, s2, z1, sz = (
+        per_mask(torch.ones_like(s)),
+        per_mask(s),
+        per_mask(s * s),
+        per_mask(z),
+        per_mask(s * z),
+    )
     spread = n * s2 - s1 * s1
     line = spread > 1e-12 * n * s2
     slope = (n * sz - s1 * z1) / torch.where(line, spread, 1.0)  # the line z = z0 + slope s
     z0 = (z1 - slope * s1) / n.clamp_min(1.0)
-    dz = (z - z0.unsqueeze(1) - slope.unsqueeze(1) * s).abs()
+    dz = (z - z0[row] - slope[row] * s).abs()
     fits = (n >= 3) & circle & line
     inf = torch.tensor(float("inf"), dtype=torch.float64, device=mask.device)
-    xy_max = torch.where(fits, xy.masked_fill(~mask, 0.0).amax(1), inf)
-    z_max = torch.where(fits, dz.masked_fill(~mask, 0.0).amax(1), inf)
-    return xy_max, z_max
+    return torch.where(fits, largest(xy), inf), torch.where(fits, largest(dz), inf)

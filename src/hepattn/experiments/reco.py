@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from hepattn.data.batch import collate
 from hepattn.data.dataset import TargetCuts, load_event, save_event, to_model_inputs
-from hepattn.experiments.helix import helix_fit, helix_residuals, mask_helix_residuals
+from hepattn.experiments.helix import helix_residuals, mask_helix_residuals
 from hepattn.training.module import MaskFormerModule
 
 
@@ -185,7 +185,7 @@ def refine_tracks(
     """``owner`` (N,) with at most ``max_removed`` hits taken off each track that fits no helix.
 
     A track of more than ``min_hits`` (at least 3) hits whose hits miss a helix through the beam line
-    (``helix_fit`` residuals at least ``max_xy`` or ``max_z`` mm) loses, one at a time, the hit without
+    (``helix_residuals`` at least ``max_xy`` or ``max_z`` mm) loses, one at a time, the hit without
     which the others fit best, until they fit, ``max_removed`` hits are off or ``min_hits`` are left.
     If the rest then fits, the removed hits become unassigned (-1); if not, the track is a merge that a
     few hits do not explain, and it stays as it was. A stray hit of another particle can turn a track
@@ -193,19 +193,25 @@ def refine_tracks(
     towards itself, so its own residual need not be the largest: the leave-one-out choice finds it.
     """
 
-    def misfit(hits: np.ndarray) -> float:
-        xy, z = helix_fit(*xyz[hits].astype(np.float64).T)
-        return max(float(xy.max()) / max_xy, float(z.max()) / max_z)
+    def misfit(hits: np.ndarray) -> np.ndarray:
+        """For each hit, how badly the others fit (largest residual / allowed); then all of them."""
+        leave_one_out = torch.ones(len(hits) + 1, len(hits), dtype=torch.bool)
+        leave_one_out[: len(hits)].fill_diagonal_(False)
+        xy, z = mask_helix_residuals(leave_one_out, xyz[hits])
+        return torch.maximum(xy / max_xy, z / max_z).numpy()
 
     out = owner.copy()
     for track in np.unique(owner[owner >= 0]):
         hits = np.flatnonzero(owner == track)
         removed = []
-        while len(hits) > max(3, min_hits) and len(removed) < max_removed and misfit(hits) >= 1.0:
-            worst = min(range(len(hits)), key=lambda i: misfit(np.delete(hits, i)))
+        while len(hits) > max(3, min_hits) and len(removed) < max_removed:
+            fit = misfit(hits)
+            if fit[-1] < 1.0:
+                break
+            worst = int(fit[:-1].argmin())  # the hit without which the others fit best
             removed.append(hits[worst])
             hits = np.delete(hits, worst)
-        if removed and misfit(hits) < 1.0:
+        if removed and misfit(hits)[-1] < 1.0:
             out[removed] = -1
     return out
 
