@@ -50,7 +50,7 @@ def test_demo_runs_end_to_end(tmp_path, trackml_dir):
 def test_rerun_with_other_training_settings_is_refused(tmp_path):
     check_settings(tmp_path, DemoSettings())
     check_settings(tmp_path, replace(DemoSettings(), track_threshold=0.5))  # reconstruction only: allowed
-    with pytest.raises(ValueError, match=r"tracker_steps 1800 -> 7000"):
+    with pytest.raises(ValueError, match=rf"tracker_steps {DemoSettings().tracker_steps} -> 7000"):
         check_settings(tmp_path, replace(DemoSettings(), tracker_steps=7000))
 
 

@@ -64,6 +64,11 @@ class DemoSettings:
 TRAINING_FIELDS = ("pileup", "train_events", "val_events", "test_events", "filter_steps", "tracker_steps",
                    "threshold", "seed", "processes")  # fmt: skip
 
+# The settings that `Reconstruction` takes under the same name.
+RECONSTRUCTION_FIELDS = ("threshold", "track_threshold", "min_mask_prob", "fit_max_hits", "fit_max_xy",
+                         "fit_max_z", "rank_fit_xy", "rank_fit_z", "refine_max_removed", "refine_xy",
+                         "refine_z")  # fmt: skip
+
 QUICK = DemoSettings()
 LONG = DemoSettings(train_events=800, test_events=100, filter_steps=2500, tracker_steps=6000)
 
@@ -189,22 +194,8 @@ def run_demo(out: str | Path, s: DemoSettings = QUICK, detectors: Path | None = 
     timing["train_tracker_s"] = seconds
 
     tracker = load(tracker_configs, tracker_ckpt)
-    reco = Reconstruction(
-        hit_filter,
-        tracker,
-        threshold=s.threshold,
-        track_threshold=s.track_threshold,
-        min_hits=s.min_track_hits,
-        min_mask_prob=s.min_mask_prob,
-        fit_max_hits=s.fit_max_hits,
-        fit_max_xy=s.fit_max_xy,
-        fit_max_z=s.fit_max_z,
-        rank_fit_xy=s.rank_fit_xy,
-        rank_fit_z=s.rank_fit_z,
-        refine_max_removed=s.refine_max_removed,
-        refine_xy=s.refine_xy,
-        refine_z=s.refine_z,
-    )
+    settings = {key: getattr(s, key) for key in RECONSTRUCTION_FIELDS}
+    reco = Reconstruction(hit_filter, tracker, min_hits=s.min_track_hits, **settings)
     files = sorted((out / "prepared" / "test").glob("event*.npz"))
     results, seconds = [], 0.0
     for path in tqdm(files, desc="reconstruct test", unit="event"):
