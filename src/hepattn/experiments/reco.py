@@ -285,13 +285,13 @@ class Reconstruction:
         track_prob = preds["track_valid"]["prob"][0].float()
         candidate = (track_prob >= self.track_threshold) & preds["queries"]["valid"][0]
         logit = preds["track_hit"]["logit"][0].float()
-        quality = preds["track_hit"].get("quality")
+        mask, quality = logit > 0, preds["track_hit"].get("quality")
         xyz = np.stack([kept[f"hit_{c}"] for c in "xyz"], 1).astype(np.float64)
         score = ranking_score(
-            track_prob, None if quality is None else quality[0], logit > 0, candidate, xyz,
+            track_prob, None if quality is None else quality[0], mask, candidate, xyz,
             self.rank_fit_xy, self.rank_fit_z,
         )  # fmt: skip
-        keep = suppress_duplicates(score, logit > 0, self.max_overlap)
+        keep = suppress_duplicates(score, mask, self.max_overlap)
         owner = assign_hits(logit, keep, self.min_hits, self.min_mask_prob)
         if self.fit_max_hits:
             owner = drop_unfit_tracks(owner, xyz, self.fit_max_hits, self.fit_max_xy, self.fit_max_z)
