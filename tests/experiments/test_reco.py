@@ -14,6 +14,7 @@ from hepattn.experiments.reco import (
     assign_hits,
     drop_unfit_tracks,
     ranking_score,
+    recover_tracks,
     refine_tracks,
     select_hits,
     suppress_duplicates,
@@ -255,3 +256,23 @@ def test_refining_removes_the_stray_hit_even_where_it_is_not_the_worst_residual(
     xy, _ = helix_fit(*xyz.T)
     assert xy.argmax() != 6  # the stray hit pulls the circle onto itself
     assert refine_tracks(owner, xyz, 0.5, 1.0, max_removed=1).tolist() == [0] * 6 + [-1]
+
+
+def test_unused_candidates_make_tracks_of_free_hits_that_fit_in_score_order():
+    r = np.array([32.0, 72.0, 116.0, 172.0])
+    a, b = helix(1500.0, 0.3, 12.0, 0.8, r), helix(900.0, 0.32, -20.0, 1.1, r)
+    c, d = helix(400.0, 2.0, 30.0, -0.5, r), helix(2500.0, -1.5, 0.0, 2.0, r)
+    xyz = np.concatenate([a, b, c[:2], d[2:], c[:2]])  # a: track 0; b free; 2 + 2 of c and d; 2 of c
+    owner = np.array([0] * 4 + [-1] * 10)
+    mask = torch.zeros(5, 14, dtype=torch.bool)
+    mask[0, :4] = True
+    mask[1, :8] = True  # a merge of a and b: its free hits are b's
+    mask[2, 4:8] = True  # b alone
+    mask[3, 8:12] = True  # free, but two particles: no helix
+    mask[4, [0, 1, 12, 13]] = True  # 2 free hits only
+    score = torch.tensor([0.9, 0.8, 0.7, 0.6, 0.5])
+    found = recover_tracks(owner, mask, score, xyz, 0.5, 1.0)
+    assert found.tolist() == [0] * 4 + [1] * 4 + [-1] * 6
+    score[1] = -1.0  # not a candidate: b's hits go to the next one
+    assert recover_tracks(owner, mask, score, xyz, 0.5, 1.0).tolist() == [0] * 4 + [2] * 4 + [-1] * 6
+    assert recover_tracks(owner, mask, score, xyz, 0.5, 1.0, min_hits=5).tolist() == owner.tolist()

@@ -42,7 +42,8 @@ class DemoSettings:
     test_events: int = 50
     filter_steps: int = 750  # optimizer steps of `processes` events each
     tracker_steps: int = 1650
-    threshold: float = 0.1  # filter probability above which a hit goes to the tracker
+    threshold: float = 0.1  # filter probability above which a hit goes into the tracker's training data
+    reco_threshold: float = 0.03  # ... and to the tracker at reconstruction (chosen on a tuning sample)
     track_threshold: float = 0.02  # validity probability of a track candidate (chosen on the val split)
     min_track_hits: int = 3  # shorter candidates are fragments; their hits stay unassigned
     min_mask_prob: float = 0.0  # tracks with a less sure mask are dropped (0: none; see docs/trackml.md)
@@ -51,9 +52,11 @@ class DemoSettings:
     fit_max_z: float = 6.0  # mm
     rank_fit_xy: float = 1.0  # mm; candidates fitting a helix this well are kept first (chosen on val)
     rank_fit_z: float = 2.0  # mm
-    refine_max_removed: int = 3  # hits a track may lose to fit a helix within refine_xy, refine_z (on val)
+    refine_max_removed: int = 5  # hits a track may lose to fit a helix within refine_xy, refine_z (on val)
     refine_xy: float = 1.0  # mm
     refine_z: float = 2.0  # mm
+    recover_xy: float = 1.0  # mm; unused candidates make tracks of free hits that fit this well (on tune)
+    recover_z: float = 2.0  # mm
     min_pt: float = 1.0  # GeV, reconstructable particles
     seed: int = 1
     workers: int = 2  # simulation processes
@@ -65,9 +68,9 @@ TRAINING_FIELDS = ("pileup", "train_events", "val_events", "test_events", "filte
                    "threshold", "seed", "processes")  # fmt: skip
 
 # The settings that `Reconstruction` takes under the same name.
-RECONSTRUCTION_FIELDS = ("threshold", "track_threshold", "min_mask_prob", "fit_max_hits", "fit_max_xy",
+RECONSTRUCTION_FIELDS = ("track_threshold", "min_mask_prob", "fit_max_hits", "fit_max_xy",
                          "fit_max_z", "rank_fit_xy", "rank_fit_z", "refine_max_removed", "refine_xy",
-                         "refine_z")  # fmt: skip
+                         "refine_z", "recover_xy", "recover_z")  # fmt: skip
 
 QUICK = DemoSettings()
 LONG = DemoSettings(train_events=800, test_events=100, filter_steps=2500, tracker_steps=6000)
@@ -195,7 +198,7 @@ def run_demo(out: str | Path, s: DemoSettings = QUICK, detectors: Path | None = 
 
     tracker = load(tracker_configs, tracker_ckpt)
     settings = {key: getattr(s, key) for key in RECONSTRUCTION_FIELDS}
-    reco = Reconstruction(hit_filter, tracker, min_hits=s.min_track_hits, **settings)
+    reco = Reconstruction(hit_filter, tracker, s.reco_threshold, min_hits=s.min_track_hits, **settings)
     files = sorted((out / "prepared" / "test").glob("event*.npz"))
     results, seconds = [], 0.0
     for path in tqdm(files, desc="reconstruct test", unit="event"):
@@ -204,7 +207,7 @@ def run_demo(out: str | Path, s: DemoSettings = QUICK, detectors: Path | None = 
         results.append((path.stem, event, reco(event)))
         seconds += time.perf_counter() - start
     timing["inference_ms_per_event"] = 1000 * seconds / len(files)
-    attrs = {"min_pt": s.min_pt, "max_eta": 4.0, "threshold": s.threshold}
+    attrs = {"min_pt": s.min_pt, "max_eta": 4.0, "threshold": s.reco_threshold}
     predictions = write_predictions(out / "predictions.h5", results, attrs)
     write_submission(predictions, out / "submission.csv")
 

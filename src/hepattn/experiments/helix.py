@@ -39,26 +39,36 @@ def helix_residuals(x: np.ndarray, y: np.ndarray, z: np.ndarray) -> tuple[float,
 def mask_helix_residuals(mask: torch.Tensor, xyz: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     """(Q,) largest x-y and z residuals (mm) of ``helix_residuals`` for the hits of each of Q masks.
 
-    The same fits as ``helix_residuals`` on every row of ``mask`` (Q, N) with hits ``xyz`` (N, 3),
-    solved as 2 x 2 normal equations from sums over the (row, hit) pairs of the masks, so the cost is
-    linear in the number of such pairs, not Q x N. A mask with fewer than 3 hits, or whose normal
-    equations are singular (all its hits on one line through the origin), has no fit: its residuals
-    are infinite.
+    The same fits as ``helix_residuals`` on every row of ``mask`` (Q, N) with hits ``xyz`` (N, 3); see
+    ``set_helix_residuals``.
     """
-    num = mask.shape[0]
     row, hit = mask.nonzero(as_tuple=True)
-    x, y, z = (torch.as_tensor(xyz[:, i], dtype=torch.float64, device=mask.device)[hit] for i in range(3))
+    return set_helix_residuals(row, hit, mask.shape[0], xyz)
 
-    def per_mask(values: torch.Tensor) -> torch.Tensor:
-        return torch.zeros(num, dtype=torch.float64, device=mask.device).index_add_(0, row, values)
+
+def set_helix_residuals(
+    row: torch.Tensor, hit: torch.Tensor, num: int, xyz: np.ndarray
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(num,) largest x-y and z residuals (mm) of ``helix_residuals`` for each of ``num`` hit sets.
+
+    Set ``row[i]`` holds hit ``hit[i]`` (of ``xyz``, (N, 3)). The fits are solved as 2 x 2 normal
+    equations from sums over these (set, hit) pairs, so the cost is linear in their number. A set with
+    fewer than 3 hits, or whose normal equations are singular (all its hits on one line through the
+    origin), has no fit: its residuals are infinite.
+    """
+    device = row.device
+    x, y, z = (torch.as_tensor(xyz[:, i], dtype=torch.float64, device=device)[hit] for i in range(3))
+
+    def per_set(values: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(num, dtype=torch.float64, device=device).index_add_(0, row, values)
 
     def largest(values: torch.Tensor) -> torch.Tensor:
-        zero = torch.zeros(num, dtype=torch.float64, device=mask.device)
+        zero = torch.zeros(num, dtype=torch.float64, device=device)
         return zero.scatter_reduce(0, row, values, "amax", include_self=True)
 
     r2 = x * x + y * y
-    sxx, sxy, syy = per_mask(x * x), per_mask(x * y), per_mask(y * y)
-    bx, by = per_mask(x * r2), per_mask(y * r2)  # the circle: [x y] (2a, 2b) = r^2
+    sxx, sxy, syy = per_set(x * x), per_set(x * y), per_set(y * y)
+    bx, by = per_set(x * r2), per_set(y * r2)  # the circle: [x y] (2a, 2b) = r^2
     det = sxx * syy - sxy * sxy
     circle = det > 1e-12 * sxx * syy
     det = torch.where(circle, det, 1.0)
@@ -67,11 +77,11 @@ def mask_helix_residuals(mask: torch.Tensor, xyz: np.ndarray) -> tuple[torch.Ten
     xy = ((x - a[row]).hypot(y - b[row]) - radius).abs()
     s = 2 * radius * torch.asin((r2.sqrt() / (2 * radius)).clamp(-1.0, 1.0))  # arc lengths
     n, s1, s2, z1, sz = (
-        per_mask(torch.ones_like(s)),
-        per_mask(s),
-        per_mask(s * s),
-        per_mask(z),
-        per_mask(s * z),
+        per_set(torch.ones_like(s)),
+        per_set(s),
+        per_set(s * s),
+        per_set(z),
+        per_set(s * z),
     )
     spread = n * s2 - s1 * s1
     line = spread > 1e-12 * n * s2
@@ -79,5 +89,5 @@ def mask_helix_residuals(mask: torch.Tensor, xyz: np.ndarray) -> tuple[torch.Ten
     z0 = (z1 - slope * s1) / n.clamp_min(1.0)
     dz = (z - z0[row] - slope[row] * s).abs()
     fits = (n >= 3) & circle & line
-    inf = torch.tensor(float("inf"), dtype=torch.float64, device=mask.device)
+    inf = torch.tensor(float("inf"), dtype=torch.float64, device=device)
     return torch.where(fits, largest(xy), inf), torch.where(fits, largest(dz), inf)

@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from hepattn.data.batch import collate
 from hepattn.data.dataset import TargetCuts, load_event, save_event, to_model_inputs
-from hepattn.experiments.helix import helix_residuals, mask_helix_residuals
+from hepattn.experiments.helix import helix_residuals, mask_helix_residuals, set_helix_residuals
 from hepattn.training.module import MaskFormerModule
 
 
@@ -85,17 +85,18 @@ def suppress_duplicates(score: torch.Tensor, mask: torch.Tensor, max_overlap: fl
         mask: (Q, N) hits of each track.
         max_overlap: largest fraction of a kept track's hits that earlier kept tracks may hold.
     """
-    keep = torch.zeros_like(score, dtype=torch.bool)
-    claimed = torch.zeros(mask.shape[-1], dtype=torch.bool, device=mask.device)
-    for q in torch.argsort(score, descending=True):
-        hits = mask[q]
-        size = int(hits.sum())
-        if score[q] < 0 or size == 0:
-            continue
-        if int((hits & claimed).sum()) <= max_overlap * size:
+    order = torch.argsort(score, descending=True)
+    order = order[score[order] >= 0].cpu().numpy()
+    row, hit = (i.cpu().numpy() for i in mask[order].nonzero(as_tuple=True))
+    bounds = np.searchsorted(row, np.arange(len(order) + 1))  # the hits of order[i]: hit[bounds[i]:...]
+    keep = np.zeros(len(score), dtype=bool)
+    claimed = np.zeros(mask.shape[-1], dtype=bool)
+    for i, q in enumerate(order):
+        hits = hit[bounds[i] : bounds[i + 1]]
+        if len(hits) and claimed[hits].sum() <= max_overlap * len(hits):
             keep[q] = True
-            claimed |= hits
-    return keep
+            claimed[hits] = True
+    return torch.from_numpy(keep).to(score.device)
 
 
 def assign_hits(
@@ -191,28 +192,87 @@ def refine_tracks(
     few hits do not explain, and it stays as it was. A stray hit of another particle can turn a track
     into a fake (a 4-hit track with 2 + 2 hits) and always costs purity; the stray hit drags the fit
     towards itself, so its own residual need not be the largest: the leave-one-out choice finds it.
+    Each round fits every track still being refined, with and without each of its hits, at once.
     """
-
-    def misfit(hits: np.ndarray) -> np.ndarray:
-        """For each hit, how badly the others fit (largest residual / allowed); then all of them."""
-        leave_one_out = torch.ones(len(hits) + 1, len(hits), dtype=torch.bool)
-        leave_one_out[: len(hits)].fill_diagonal_(False)
-        xy, z = mask_helix_residuals(leave_one_out, xyz[hits])
-        return torch.maximum(xy / max_xy, z / max_z).numpy()
-
     out = owner.copy()
-    for track in np.unique(owner[owner >= 0]):
-        hits = np.flatnonzero(owner == track)
-        removed = []
-        while len(hits) > max(3, min_hits) and len(removed) < max_removed:
-            fit = misfit(hits)
-            if fit[-1] < 1.0:
-                break
-            worst = int(fit[:-1].argmin())  # the hit without which the others fit best
-            removed.append(hits[worst])
-            hits = np.delete(hits, worst)
-        if removed and misfit(hits)[-1] < 1.0:
-            out[removed] = -1
+    floor = max(3, min_hits)
+    tracks = np.unique(owner[owner >= 0])
+    active = [(np.flatnonzero(owner == t), []) for t in tracks]  # (hits left, hits removed)
+    while active:
+        rows, hits, first = [], [], 0
+        for left, removed in active:
+            n = len(left)
+            sets = n + 1 if n > floor and len(removed) < max_removed else 1  # leave-one-outs, then all
+            position = np.tile(np.arange(n), sets)
+            row = np.repeat(np.arange(sets), n)
+            keep = (position != row) | (row == sets - 1)  # set i < n leaves hit i out
+            rows.append(first + row[keep])
+            hits.append(left[position[keep]])
+            first += sets
+        xy, z = set_helix_residuals(
+            torch.from_numpy(np.concatenate(rows)), torch.from_numpy(np.concatenate(hits)), first, xyz
+        )
+        misfit = torch.maximum(xy / max_xy, z / max_z).numpy()
+        following, first = [], 0
+        for left, removed in active:
+            n = len(left)
+            sets = n + 1 if n > floor and len(removed) < max_removed else 1
+            fit = misfit[first : first + sets]
+            first += sets
+            if fit[-1] < 1.0:  # the hits left fit: those removed are strays
+                out[removed] = -1
+            elif sets > 1:
+                worst = int(fit[:-1].argmin())  # the hit without which the others fit best
+                following.append((np.delete(left, worst), [*removed, left[worst]]))
+        active = following
+    return out
+
+
+def recover_tracks(
+    owner: np.ndarray,
+    mask: torch.Tensor,
+    score: torch.Tensor,
+    xyz: np.ndarray,
+    max_xy: float,
+    max_z: float,
+    min_hits: int = 3,
+) -> np.ndarray:
+    """``owner`` (N,) with tracks made of hits that no track holds, from the candidates not yet used.
+
+    After duplicate suppression, assignment, ``drop_unfit_tracks`` and ``refine_tracks``, some hits
+    are unassigned: the candidate that held them lost the duplicate suppression to a merge, or gave
+    them up. In ``score`` order (highest first, negative never), each candidate that owns no hits
+    becomes a track of its mask's unassigned hits when there are at least ``min_hits`` (at least 3)
+    of them and they fit a helix through the beam line (``mask_helix_residuals`` below ``max_xy`` and
+    ``max_z`` mm); those hits are then taken.
+
+    Args:
+        owner: (N,) track (query index) of each hit, -1 for none.
+        mask: (Q, N) hits of each candidate.
+        score: (Q,) the candidates' order, e.g. ``ranking_score``.
+        xyz: (N, 3) hit positions in mm.
+        max_xy: largest x-y residual (mm) of a recovered track.
+        max_z: largest z residual (mm) of a recovered track.
+        min_hits: fewest unassigned hits a candidate needs (at least 3).
+    """
+    out = owner.copy()
+    free = torch.from_numpy(owner < 0)
+    need = max(3, min_hits)
+    unused = torch.ones_like(score, dtype=torch.bool)
+    unused[torch.from_numpy(np.unique(owner[owner >= 0]))] = False
+    rows = ((score >= 0) & unused & ((mask & free).sum(1) >= need)).nonzero().squeeze(1)
+    rows = rows[torch.argsort(score[rows], descending=True)]
+    sets = mask[rows] & free
+    xy, z = mask_helix_residuals(sets, xyz)  # all at once; refitted below where others took hits
+    for i, q in enumerate(rows.tolist()):
+        hits = sets[i] & free
+        if int(hits.sum()) < need:
+            continue
+        if not torch.equal(hits, sets[i]):
+            xy[i], z[i] = (r[0] for r in mask_helix_residuals(hits.unsqueeze(0), xyz))
+        if xy[i] < max_xy and z[i] < max_z:
+            out[hits.numpy()] = q
+            free &= ~hits
     return out
 
 
@@ -243,6 +303,10 @@ class Reconstruction:
             this many hits to fit one (``refine_tracks``); 0: tracks are left as assigned.
         refine_xy: largest x-y residual (mm) of a refined track.
         refine_z: largest z residual (mm) of a refined track.
+        recover_xy: candidates that own no hits after the steps above make tracks of their unassigned
+            hits when these fit a helix within this x-y residual (mm) and ``recover_z``
+            (``recover_tracks``); 0: no recovery.
+        recover_z: the z residual (mm) of that fit.
     """
 
     filter: MaskFormerModule
@@ -261,6 +325,8 @@ class Reconstruction:
     refine_max_removed: int = 0
     refine_xy: float = 1.0
     refine_z: float = 2.0
+    recover_xy: float = 0.0
+    recover_z: float = 2.0
 
     def __post_init__(self):
         if self.num_queries is not None:
@@ -299,6 +365,8 @@ class Reconstruction:
             owner = refine_tracks(
                 owner, xyz, self.refine_xy, self.refine_z, self.refine_max_removed, self.min_hits
             )
+        if self.recover_xy:
+            owner = recover_tracks(owner, mask, score, xyz, self.recover_xy, self.recover_z, self.min_hits)
         used = np.unique(owner[owner >= 0])  # tracks that own at least min_hits hits, renumbered 0..T-1
         remap = np.full(logit.shape[0], -1, dtype=np.int64)
         remap[used] = np.arange(len(used))
