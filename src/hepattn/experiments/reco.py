@@ -199,10 +199,14 @@ def refine_tracks(
     tracks = np.unique(owner[owner >= 0])
     active = [(np.flatnonzero(owner == t), []) for t in tracks]  # (hits left, hits removed)
     while active:
+        # per track: its leave-one-out sets while it may still lose a hit, then all its hits left
+        counts = [
+            len(left) + 1 if len(left) > floor and len(removed) < max_removed else 1
+            for left, removed in active
+        ]
         rows, hits, first = [], [], 0
-        for left, removed in active:
+        for (left, _), sets in zip(active, counts, strict=True):
             n = len(left)
-            sets = n + 1 if n > floor and len(removed) < max_removed else 1  # leave-one-outs, then all
             position = np.tile(np.arange(n), sets)
             row = np.repeat(np.arange(sets), n)
             keep = (position != row) | (row == sets - 1)  # set i < n leaves hit i out
@@ -214,9 +218,7 @@ def refine_tracks(
         )
         misfit = torch.maximum(xy / max_xy, z / max_z).numpy()
         following, first = [], 0
-        for left, removed in active:
-            n = len(left)
-            sets = n + 1 if n > floor and len(removed) < max_removed else 1
+        for (left, removed), sets in zip(active, counts, strict=True):
             fit = misfit[first : first + sets]
             first += sets
             if fit[-1] < 1.0:  # the hits left fit: those removed are strays
@@ -256,6 +258,7 @@ def recover_tracks(
         min_hits: fewest unassigned hits a candidate needs (at least 3).
     """
     out = owner.copy()
+    mask, score = mask.cpu(), score.cpu()
     free = torch.from_numpy(owner < 0)
     need = max(3, min_hits)
     unused = torch.ones_like(score, dtype=torch.bool)
