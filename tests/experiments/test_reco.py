@@ -148,6 +148,7 @@ def test_each_hit_goes_to_the_kept_track_that_claims_it_most_and_short_tracks_gi
     keep = torch.tensor([True, True, False, True])
     assert assign_hits(logit, keep).tolist() == [0, 1, 0, 0, 1, -1]
     assert assign_hits(logit, keep, min_hits=3).tolist() == [0, -1, 0, 0, -1, -1]
+    assert assign_hits(logit, torch.zeros(4, dtype=torch.bool)).tolist() == [-1] * 6  # nothing kept
 
 
 def test_tracks_with_an_unsure_mask_give_their_hits_up():

@@ -111,8 +111,11 @@ def assign_hits(
         min_mask_prob: so does a track whose mean mask probability over its hits is lower (the mask
             score of Mask2Former's inference, arXiv 2112.01527: an unsure mask is an impure track).
     """
-    best, owner = logit.masked_fill(~keep.unsqueeze(-1), float("-inf")).max(dim=0)
-    owner = torch.where(best > 0, owner, -1).cpu().numpy()
+    rows = keep.nonzero().squeeze(1)
+    if not len(rows):
+        return np.full(logit.shape[-1], -1, dtype=np.int64)
+    best, owner = logit[rows].max(dim=0)  # over the kept tracks only
+    owner = torch.where(best > 0, rows[owner], -1).cpu().numpy()
     claimed = owner >= 0
     size = np.bincount(owner[claimed], minlength=logit.shape[0])
     prob = torch.sigmoid(best.float()).cpu().numpy()
@@ -263,19 +266,23 @@ def recover_tracks(
     need = max(3, min_hits)
     unused = torch.ones_like(score, dtype=torch.bool)
     unused[torch.from_numpy(np.unique(owner[owner >= 0]))] = False
-    rows = ((score >= 0) & unused & ((mask & free).sum(1) >= need)).nonzero().squeeze(1)
+    rows = ((score >= 0) & unused).nonzero().squeeze(1)
     rows = rows[torch.argsort(score[rows], descending=True)]
-    sets = mask[rows] & free
-    xy, z = mask_helix_residuals(sets, xyz)  # all at once; refitted below where others took hits
+    row, hit = (mask[rows] & free).nonzero(as_tuple=True)
+    xy, z = set_helix_residuals(row, hit, len(rows), xyz)  # all at once; refitted where others took hits
+    bounds = np.searchsorted(row.numpy(), np.arange(len(rows) + 1))  # set i: hit[bounds[i]:bounds[i+1]]
+    hit, free = hit.numpy(), free.numpy().copy()
     for i, q in enumerate(rows.tolist()):
-        hits = sets[i] & free
-        if int(hits.sum()) < need:
+        hits = hit[bounds[i] : bounds[i + 1]]
+        left = hits[free[hits]]
+        if len(left) < need:
             continue
-        if not torch.equal(hits, sets[i]):
-            xy[i], z[i] = (r[0] for r in mask_helix_residuals(hits.unsqueeze(0), xyz))
+        if len(left) < len(hits):
+            one = torch.from_numpy(left)
+            xy[i], z[i] = (r[0] for r in set_helix_residuals(torch.zeros_like(one), one, 1, xyz))
         if xy[i] < max_xy and z[i] < max_z:
-            out[hits.numpy()] = q
-            free &= ~hits
+            out[left] = q
+            free[left] = False
     return out
 
 
