@@ -45,8 +45,8 @@ class DemoSettings:
     train_events: int = 250
     val_events: int = 20
     test_events: int = 50
-    filter_steps: int = 550  # optimizer steps of `processes` events each
-    tracker_steps: int = 1250
+    filter_steps: int = 450  # optimizer steps of `processes` events each
+    tracker_steps: int = 1000
     threshold: float = 0.1  # filter probability above which a hit goes into the tracker's training data
     reco_threshold: float = 0.03  # ... and to the tracker at reconstruction (chosen on a tuning sample)
     track_threshold: float = 0.02  # validity probability of a track candidate (chosen on the val split)
