@@ -37,8 +37,8 @@ class DemoSettings:
     """Sizes of one demo run. ``QUICK`` fits 20 minutes on 2 CPU cores, ``LONG`` 60 minutes.
 
     ``QUICK`` beat its goal (80% at <= 10% fakes) by 6 points at pile-up 10, so it runs at pile-up 20
-    (a third more hits per event) with fewer training steps in the same time; ``LONG``, at its goal,
-    stays at pile-up 10 (docs/trackml.md).
+    (a third more hits per event) with fewer training steps, sized to fit 20 minutes even in an hour
+    when the machine runs 1.4 x slow; ``LONG``, at its goal, stays at pile-up 10 (docs/trackml.md).
     """
 
     pileup: float = 20.0
