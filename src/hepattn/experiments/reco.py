@@ -271,7 +271,7 @@ def recover_tracks(
     row, hit = (mask[rows] & free).nonzero(as_tuple=True)
     xy, z = set_helix_residuals(row, hit, len(rows), xyz)  # all at once; refitted where others took hits
     bounds = np.searchsorted(row.numpy(), np.arange(len(rows) + 1))  # set i: hit[bounds[i]:bounds[i+1]]
-    hit, free = hit.numpy(), free.numpy().copy()
+    hit, free = hit.numpy(), free.numpy()
     for i, q in enumerate(rows.tolist()):
         hits = hit[bounds[i] : bounds[i + 1]]
         left = hits[free[hits]]
