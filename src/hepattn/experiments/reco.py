@@ -73,6 +73,16 @@ def filter_directory(
     return written
 
 
+def hit_lists(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+    """The hits of each row of ``mask`` (R, N) as (row, hit) pairs on the CPU, and where each row starts.
+
+    Row i holds ``hit[bounds[i]:bounds[i + 1]]``; ``row`` is sorted, for fits over the pairs
+    (``set_helix_residuals``).
+    """
+    row, hit = mask.cpu().nonzero(as_tuple=True)
+    return row, hit, np.searchsorted(row.numpy(), np.arange(mask.shape[0] + 1))
+
+
 def suppress_duplicates(score: torch.Tensor, mask: torch.Tensor, max_overlap: float) -> torch.Tensor:
     """(Q,) tracks to keep: non-maximum suppression on hit sets.
 
@@ -87,8 +97,8 @@ def suppress_duplicates(score: torch.Tensor, mask: torch.Tensor, max_overlap: fl
     """
     order = torch.argsort(score, descending=True)
     order = order[score[order] >= 0].cpu().numpy()
-    row, hit = (i.cpu().numpy() for i in mask[order].nonzero(as_tuple=True))
-    bounds = np.searchsorted(row, np.arange(len(order) + 1))  # the hits of order[i]: hit[bounds[i]:...]
+    _, hit, bounds = hit_lists(mask[order])
+    hit = hit.numpy()
     keep = np.zeros(len(score), dtype=bool)
     claimed = np.zeros(mask.shape[-1], dtype=bool)
     for i, q in enumerate(order):
@@ -248,7 +258,7 @@ def recover_tracks(
     are unassigned: the candidate that held them lost the duplicate suppression to a merge, or gave
     them up. In ``score`` order (highest first, negative never), each candidate that owns no hits
     becomes a track of its mask's unassigned hits when there are at least ``min_hits`` (at least 3)
-    of them and they fit a helix through the beam line (``mask_helix_residuals`` below ``max_xy`` and
+    of them and they fit a helix through the beam line (``set_helix_residuals`` below ``max_xy`` and
     ``max_z`` mm); those hits are then taken.
 
     Args:
@@ -268,9 +278,8 @@ def recover_tracks(
     unused[torch.from_numpy(np.unique(owner[owner >= 0]))] = False
     rows = ((score >= 0) & unused).nonzero().squeeze(1)
     rows = rows[torch.argsort(score[rows], descending=True)]
-    row, hit = (mask[rows] & free).nonzero(as_tuple=True)
+    row, hit, bounds = hit_lists(mask[rows] & free)
     xy, z = set_helix_residuals(row, hit, len(rows), xyz)  # all at once; refitted where others took hits
-    bounds = np.searchsorted(row.numpy(), np.arange(len(rows) + 1))  # set i: hit[bounds[i]:bounds[i+1]]
     hit, free = hit.numpy(), free.numpy()
     for i, q in enumerate(rows.tolist()):
         hits = hit[bounds[i] : bounds[i + 1]]
