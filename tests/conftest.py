@@ -14,6 +14,14 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip_gpu)
 
 
+@pytest.fixture(autouse=True)
+def _restore_float32_matmul_precision():
+    """`training.cli.build` sets TF32 matmuls ("high") for the whole process; no test may leak it."""
+    before = torch.get_float32_matmul_precision()
+    yield
+    torch.set_float32_matmul_precision(before)
+
+
 @pytest.fixture(scope="session")
 def trackml_dir() -> Path:
     """The real TrackML files: $HEPATTN_TRACKML_DIR, else <repo>/../shared/data/trackml (not committed)."""

@@ -1,8 +1,8 @@
 # B batch, N hits, Q queries, D dim, H heads.
 """The CUDA path: flex mask attention equals the dense reference, bf16 runs, memory stays linear.
 
-Every test needs a CUDA device (``gpu`` marker; skipped elsewhere). None has been run yet: no GPU was
-available when they were written (see docs/benchmarks.md, "Still open").
+Every test needs a CUDA device (``gpu`` marker; skipped elsewhere). All passed on an NVIDIA H200 with
+torch 2.11 on 2026-11-29 (docs/benchmarks.md, "GPU results").
 """
 
 import json
@@ -15,8 +15,10 @@ from hepattn.bench.cases import build_module
 from hepattn.bench.timing import GB, PeakMemory
 from hepattn.cli import main
 from hepattn.models.attention import Attention, available_kernels
+from hepattn.models.criterion import SetCriterion
 from hepattn.models.decoder import Decoder
 from hepattn.models.encoder import Encoder
+from hepattn.models.matcher import HungarianMatcher
 from hepattn.models.tasks.mask import ObjectMaskTask
 
 pytestmark = pytest.mark.gpu
@@ -74,7 +76,8 @@ def test_64k_hit_encoder_in_bf16_within_8_gb(kernel):
     assert used < 8 * GB, f"{used / GB:.2f} GiB"
 
 
-def test_flex_encoder_gradients_equal_torch_on_cuda():
+def test_flex_encoder_outputs_and_gradients_equal_torch_on_cuda():
+    """fp32 without TF32 (the conftest restores the precision that a LightningCLI build sets to "high")."""
     torch.manual_seed(0)
     ref = Encoder(64, depth=2, num_heads=4, kernel="torch", window=64, wrap=True).to(CUDA)
     flex = Encoder(64, depth=2, num_heads=4, kernel="flex", window=64, wrap=True).to(CUDA)
@@ -82,10 +85,33 @@ def test_flex_encoder_gradients_equal_torch_on_cuda():
     x = torch.randn(2, 1000, 64, device=CUDA)
     valid = torch.arange(1000, device=CUDA) < torch.tensor([[1000], [700]], device=CUDA)
     phi = torch.rand(2, 1000, device=CUDA) * 6.28 - 3.14
+    outs = []
     for enc in (ref, flex):
-        (enc(x, valid, phi) * valid[..., None]).square().sum().backward()
+        out = enc(x, valid, phi)
+        (out * valid[..., None]).square().sum().backward()
+        outs.append(out.detach()[valid])
+    torch.testing.assert_close(outs[1], outs[0], atol=1e-4, rtol=1e-4)
     for (name, p_ref), p_flex in zip(ref.named_parameters(), flex.parameters(), strict=True):
-        torch.testing.assert_close(p_flex.grad, p_ref.grad, atol=1e-3, rtol=1e-3, msg=name)
+        torch.testing.assert_close(
+            p_flex.grad, p_ref.grad, atol=1e-3, rtol=1e-3, msg=partial("{}: {}".format, name)
+        )
+
+
+def test_matching_cost_is_float32_under_bf16_autocast():
+    """A bf16 matmul would round the (Q, T) mask costs to 8 significant bits and tie many pairs."""
+    torch.manual_seed(5)
+    batch = {
+        "hit_valid": torch.ones(1, 3000, dtype=torch.bool, device=CUDA),
+        "particle_valid": torch.ones(1, 200, dtype=torch.bool, device=CUDA),
+        "particle_hit_valid": torch.rand(1, 200, 3000, device=CUDA) < 0.01,
+    }
+    layer = {"mask": {"logit": torch.randn(1, 300, 3000, device=CUDA)}}
+    criterion, tasks = SetCriterion(HungarianMatcher()), [ObjectMaskTask("mask", 8)]
+    expected = criterion.cost(layer, tasks, batch, {"valid": None})
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        cost = criterion.cost(layer, tasks, batch, {"valid": None})
+    assert cost.dtype == torch.float32
+    torch.testing.assert_close(cost, expected)
 
 
 def test_bench_on_cuda_in_bf16_writes_every_row(tmp_path):

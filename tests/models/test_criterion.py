@@ -23,15 +23,21 @@ def test_align_targets_gathers_fields_in_query_order():
     assert "hit_valid" not in aligned
 
 
-def test_a_perfect_shuffled_prediction_is_matched_back_and_costs_almost_nothing():
-    torch.manual_seed(0)
-    b, q, t, n = 2, 6, 4, 30
+def owned_hits(b: int, t: int, n: int) -> tuple[torch.Tensor, dict]:
+    """Each of n hits owned by one of t random targets: the owners (b, n) and the batch fields."""
     owner = torch.randint(0, t, (b, n))
     batch = {
         "hit_valid": torch.ones(b, n, dtype=torch.bool),
         "particle_valid": torch.ones(b, t, dtype=torch.bool),
         "particle_hit_valid": owner.unsqueeze(1) == torch.arange(t).view(1, t, 1),
     }
+    return owner, batch
+
+
+def test_a_perfect_shuffled_prediction_is_matched_back_and_costs_almost_nothing():
+    torch.manual_seed(0)
+    b, q, t, n = 2, 6, 4, 30
+    _, batch = owned_hits(b, t, n)
     perm = torch.stack([torch.randperm(q) for _ in range(b)])  # query perm[b, i] predicts target i
     mask_logit = torch.full((b, q, n), -20.0)
     valid_logit = torch.full((b, q), -20.0)
@@ -45,7 +51,7 @@ def test_a_perfect_shuffled_prediction_is_matched_back_and_costs_almost_nothing(
         "layer_0": {"valid": {"logit": valid_logit}, "mask": {"logit": mask_logit}},
     }
     criterion = SetCriterion(HungarianMatcher())
-    assignment = criterion.match(outputs["layer_0"], tasks, batch, outputs["queries"])
+    (assignment,) = criterion.match([outputs["layer_0"]], tasks, batch, outputs["queries"])
     for i in range(b):
         for j in range(t):
             assert assignment[i, perm[i, j]].item() == j
@@ -56,12 +62,7 @@ def test_a_perfect_shuffled_prediction_is_matched_back_and_costs_almost_nothing(
 def test_seed_cost_matches_each_seeded_query_to_the_owner_of_its_seed():
     torch.manual_seed(1)
     b, q, t, n = 2, 5, 3, 20
-    owner = torch.randint(0, t, (b, n))
-    batch = {
-        "hit_valid": torch.ones(b, n, dtype=torch.bool),
-        "particle_valid": torch.ones(b, t, dtype=torch.bool),
-        "particle_hit_valid": owner.unsqueeze(1) == torch.arange(t).view(1, t, 1),
-    }
+    owner, batch = owned_hits(b, t, n)
     # queries 0..t-1 are seeded on a hit of particle perm[j]; the uninformative masks leave it to the seed
     perm = torch.stack([torch.randperm(t) for _ in range(b)])
     index = torch.zeros(b, q, dtype=torch.long)
@@ -71,8 +72,26 @@ def test_seed_cost_matches_each_seeded_query_to_the_owner_of_its_seed():
     tasks = [ObjectMaskTask("mask", 8)]
     queries = {"valid": torch.ones(b, q, dtype=torch.bool), "index": index}
     layer = {"mask": {"logit": torch.zeros(b, q, n)}}
-    assignment = SetCriterion(HungarianMatcher(), seed_cost=10.0).match(layer, tasks, batch, queries)
+    (assignment,) = SetCriterion(HungarianMatcher(), seed_cost=10.0).match([layer], tasks, batch, queries)
     assert assignment[:, :t].tolist() == perm.tolist()
+
+
+def test_layers_matched_in_one_call_equal_layers_matched_one_by_one():
+    """Three layers' costs stacked into one matcher call give each layer its own optimal assignment."""
+    torch.manual_seed(4)
+    b, q, t, n = 2, 7, 4, 25
+    _, batch = owned_hits(b, t, n)
+    batch["particle_valid"][1, 2:] = False
+    tasks = [ObjectValidTask("valid", 8), ObjectMaskTask("mask", 8)]
+    queries = {"valid": torch.ones(b, q, dtype=torch.bool)}
+    layers = [
+        {"valid": {"logit": torch.randn(b, q)}, "mask": {"logit": 3 * torch.randn(b, q, n)}} for _ in "abc"
+    ]
+    criterion = SetCriterion(HungarianMatcher())
+    together = criterion.match(layers, tasks, batch, queries)
+    alone = [criterion.match([layer], tasks, batch, queries)[0] for layer in layers]
+    assert all(torch.equal(x, y) for x, y in zip(together, alone, strict=True))
+    assert not torch.equal(together[0], together[1])  # the layers' costs differ, and so do their matches
 
 
 def seeded_batch(b: int, t: int, n: int, seed: int):
@@ -91,16 +110,17 @@ def seeded_batch(b: int, t: int, n: int, seed: int):
 def test_seed_owner_criterion_assigns_every_seeded_query_to_its_seed_owner():
     owner, batch, queries = seeded_batch(2, 4, 30, seed=2)
     criterion = SeedOwnerCriterion()
-    assert criterion.match({}, [], batch, queries).tolist() == owner.tolist()
+    first, second = criterion.match([{}, {}], [], batch, queries)  # the same for every layer
+    assert first.tolist() == second.tolist() == owner.tolist()
     # an invalid (padding) target owns nothing, an invalid query is assigned nothing
     batch["particle_valid"][0, 1] = False
     queries["valid"][1, 0] = False
     expected = owner.clone()
     expected[0][owner[0] == 1] = -1
     expected[1, 0] = -1
-    assert criterion.match({}, [], batch, queries).tolist() == expected.tolist()
+    assert criterion.match([{}], [], batch, queries)[0].tolist() == expected.tolist()
     no_targets = {k: v[:, :0] if k.startswith("particle") else v for k, v in batch.items()}
-    assert (criterion.match({}, [], no_targets, queries) == -1).all()
+    assert (criterion.match([{}], [], no_targets, queries)[0] == -1).all()
 
 
 def test_seed_owner_criterion_trains_masks_of_all_objects_and_validity_of_flagged_ones():

@@ -49,6 +49,23 @@ def test_batched_matching_equals_per_sample_matching(solver):
     assert torch.equal(batched, torch.cat(singles))
 
 
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_rows_solved_in_threads_equal_rows_solved_one_by_one(solver):
+    """Nine 40 x 30 problems, as the nine decoder layers of a training step hand them over at once."""
+    generator = torch.Generator().manual_seed(4)
+    cost = torch.rand(9, 40, 30, generator=generator)
+    target_valid = random_valid(9, 30, generator)
+    serial = HungarianMatcher(solver, workers=1)(cost, None, target_valid)
+    threaded = HungarianMatcher(solver, workers=4)(cost, None, target_valid)
+    assert torch.equal(threaded, serial)
+    assert (serial >= 0).sum() == target_valid.sum()
+
+
+def test_workers_must_be_positive():
+    with pytest.raises(ValueError, match="workers must be at least 1, got 0"):
+        HungarianMatcher(workers=0)
+
+
 def test_output_is_long_on_the_cost_device_with_one_row_per_query():
     cost = torch.rand(2, 5, 3)
     query_to_target = HungarianMatcher()(cost, None, torch.ones(2, 3, dtype=torch.bool))

@@ -8,8 +8,9 @@
 - model: ``MaskFormer.forward`` of the tracker, everything from the hit fields to every layer's heads.
 - train: one training step: forward, ``SetCriterion`` (costs, matching of every layer, losses),
   backward, gradient clipping as the config's trainer does, and the optimizer step.
-- matcher: the matcher alone on the last layer's summed cost (B, Q, T), host copy included; one row per
-  assignment solver, named in the kernel column.
+- matcher: the matcher alone on the summed costs of every decoder layer, stacked (L B, Q, T) as the
+  criterion hands them over once per training step, host copy included; one row per assignment solver,
+  named in the kernel column.
 - filter: ``MaskFormer.forward`` of the hit filter (filter.yaml), inference.
 """
 
@@ -128,7 +129,7 @@ class _Recorder(nn.Module):
 
 
 def matcher_inputs(case: Case, ctx) -> tuple[Tensor, Tensor | None, Tensor]:
-    """The (cost, query_valid, target_valid) the criterion gives its matcher for the last layer."""
+    """The (cost, query_valid, target_valid) the criterion gives its matcher: every layer, stacked."""
     module, batch = case.module, case.batch
     criterion, net = module.criterion, module.model.eval()
     if net.decoder is None:

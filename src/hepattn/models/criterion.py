@@ -43,9 +43,9 @@ class Criterion(nn.Module):
         self.aux_loss = aux_loss
 
     def match(
-        self, layer_outputs: dict, tasks: list[ObjectTask], batch: dict, queries: dict[str, Tensor]
-    ) -> Tensor:
-        """The (B, Q) index of the target assigned to each query (-1: none) for one layer."""
+        self, layer_outputs: list[dict], tasks: list[ObjectTask], batch: dict, queries: dict[str, Tensor]
+    ) -> list[Tensor]:
+        """For each layer's outputs, the (B, Q) index of the target assigned to each query (-1: none)."""
         raise NotImplementedError
 
     def forward(self, outputs: dict, batch: dict[str, Tensor], tasks: list[nn.Module]) -> dict[str, Tensor]:
@@ -58,8 +58,10 @@ class Criterion(nn.Module):
         object_tasks = [t for t in tasks if isinstance(t, ObjectTask)]
         layers = sorted((k for k in outputs if k.startswith("layer_")), key=lambda k: int(k.split("_")[1]))
         layers = layers if self.aux_loss else layers[-1:]
-        for layer in layers:
-            query_to_target = self.match(outputs[layer], object_tasks, batch, outputs["queries"])
+        assignments = []
+        if layers:  # a model without a decoder (the hit filter) has constituent tasks only
+            assignments = self.match([outputs[k] for k in layers], object_tasks, batch, outputs["queries"])
+        for layer, query_to_target in zip(layers, assignments, strict=True):
             aligned = align_targets(batch, self.target_object, query_to_target)
             aligned["query_valid"] = outputs["queries"]["valid"]
             matched = query_to_target >= 0
@@ -118,17 +120,35 @@ class SetCriterion(Criterion):
         """
         return -self.seed_cost * seed_owners(seed_index, batch[self.owner_key]).transpose(1, 2).float()
 
+    @torch.no_grad()
+    def cost(self, layer_outputs: dict, tasks: list[ObjectTask], batch: dict, queries: dict) -> Tensor:
+        """(B, Q, T) summed matching cost of one layer, in float32 even under autocast.
+
+        In bf16 the mask costs (sums over the N hits) round to 8 significant bits, which ties many pairs:
+        a worse problem for the solver and a coarser optimum.
+        """
+        with torch.autocast(batch[f"{self.target_object}_valid"].device.type, enabled=False):
+            costs = [c for t in tasks if (c := t.cost(layer_outputs[t.name], batch)) is not None]
+            if not costs:
+                raise ValueError("no object task provides a matching cost")
+            cost = torch.stack(costs).float().sum(0)
+            if self.seed_cost and queries.get("index") is not None:
+                cost = cost + self.seed_owner_cost(queries["index"], batch)
+        return cost
+
     def match(
-        self, layer_outputs: dict, tasks: list[ObjectTask], batch: dict, queries: dict[str, Tensor]
-    ) -> Tensor:
-        """The (B, Q) index of the target matched to each query (-1: none) for one layer."""
-        costs = [c for t in tasks if (c := t.cost(layer_outputs[t.name], batch)) is not None]
-        if not costs:
-            raise ValueError("no object task provides a matching cost")
-        cost = torch.stack(costs).sum(0)
-        if self.seed_cost and queries.get("index") is not None:
-            cost = cost + self.seed_owner_cost(queries["index"], batch)
-        return self.matcher(cost, queries["valid"], batch[f"{self.target_object}_valid"])
+        self, layer_outputs: list[dict], tasks: list[ObjectTask], batch: dict, queries: dict[str, Tensor]
+    ) -> list[Tensor]:
+        """Each layer's (B, Q) index of the target matched to each query (-1: none).
+
+        The layers' costs go to the matcher as one (L B, Q, T) batch: one wait for the device per training
+        step, and the solver works on the layers side by side.
+        """
+        cost = torch.cat([self.cost(outputs, tasks, batch, queries) for outputs in layer_outputs])
+        L = len(layer_outputs)
+        target_valid = batch[f"{self.target_object}_valid"].repeat(L, 1)
+        query_valid = None if queries["valid"] is None else queries["valid"].repeat(L, 1)
+        return list(self.matcher(cost, query_valid, target_valid).chunk(L))
 
 
 class SeedOwnerCriterion(Criterion):
@@ -154,14 +174,17 @@ class SeedOwnerCriterion(Criterion):
 
     @torch.no_grad()
     def match(
-        self, layer_outputs: dict, tasks: list[ObjectTask], batch: dict, queries: dict[str, Tensor]
-    ) -> Tensor:
-        """The (B, Q) index of the valid target that owns each query's seed (-1: none, or invalid query)."""
+        self, layer_outputs: list[dict], tasks: list[ObjectTask], batch: dict, queries: dict[str, Tensor]
+    ) -> list[Tensor]:
+        """The (B, Q) index of the valid target that owns each query's seed (-1: none, or invalid query).
+
+        The same for every layer: it does not depend on the predictions.
+        """
         if queries.get("index") is None:
             raise ValueError(f"{type(self).__name__} needs seeded queries (queries['index'])")
         owns = seed_owners(queries["index"], batch[self.owner_key])
         owns &= batch[f"{self.target_object}_valid"].unsqueeze(-1)
         if owns.shape[1] == 0:
-            return torch.full_like(queries["index"], -1)
+            return [torch.full_like(queries["index"], -1)] * len(layer_outputs)
         owned = owns.any(1) & queries["valid"]
-        return torch.where(owned, owns.byte().argmax(1), -1)
+        return [torch.where(owned, owns.byte().argmax(1), -1)] * len(layer_outputs)

@@ -65,7 +65,7 @@ class InputNet(nn.Module):
     def features(self, batch: dict[str, Tensor]) -> Tensor:
         """The (B, N, F) input features of a batch; names the missing field if there is one."""
         name = self.input_name
-        missing = [f for f in [*self.fields, *self.fourier] if f"{name}_{f}" not in batch]
+        missing = [f for f in self.fields + list(self.fourier.keys()) if f"{name}_{f}" not in batch]
         if missing:
             raise KeyError(
                 f"batch has no field(s) {[f'{name}_{f}' for f in missing]} for {type(self).__name__}"

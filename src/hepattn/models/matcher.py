@@ -1,5 +1,7 @@
 # B batch, Q queries, T targets, N constituents.
+import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -45,20 +47,30 @@ def make_finite(cost: np.ndarray) -> np.ndarray:
 
 
 class HungarianMatcher(nn.Module):
-    """Optimal one-to-one matching of queries to targets, from a summed pairwise cost."""
+    """Optimal one-to-one matching of queries to targets, from a summed pairwise cost.
 
-    def __init__(self, solver: str = "scipy"):
+    The rows of a batch are independent problems: they are solved on the host, each exactly, in parallel
+    threads (both solvers release the GIL while they work). A criterion that stacks the costs of every
+    decoder layer into one call waits for the device once per training step and solves the layers side by
+    side.
+    """
+
+    def __init__(self, solver: str = "scipy", workers: int | None = None):
         """Pick the assignment solver.
 
         Args:
             solver: Name of the assignment solver in `SOLVERS`: "scipy" (default) or "lap" (needs lapx).
+            workers: threads that solve rows side by side; None: one per CPU core (at most one per row).
         """
         super().__init__()
         if solver not in SOLVERS:
             raise ValueError(f"Unknown solver {solver!r}; choose one of {sorted(SOLVERS)}.")
         if solver == "lap" and lap is None:
             raise ImportError("Solver 'lap' needs the lapx package: `pip install lapx`.")
+        if workers is not None and workers < 1:
+            raise ValueError(f"workers must be at least 1, got {workers}")
         self.solver = solver
+        self.workers = workers
 
     @torch.no_grad()
     def forward(self, cost: Tensor, query_valid: Tensor | None, target_valid: Tensor) -> Tensor:
@@ -85,18 +97,29 @@ class HungarianMatcher(nn.Module):
         else:
             query_valid_np = query_valid.cpu().numpy()
 
-        query_to_target = np.full((batch, num_queries), -1, dtype=np.int64)
+        problems = []  # (row, queries, targets) of every row with targets
         for b in range(batch):
             queries = np.flatnonzero(query_valid_np[b])
             targets = np.flatnonzero(target_valid_np[b])
-            if len(targets) == 0:
-                continue
             if len(targets) > len(queries):
                 raise ValueError(
                     f"Batch element {b} has {len(targets)} valid targets but only {len(queries)} valid "
                     "queries; every target needs its own query."
                 )
-            sub = make_finite(cost_np[b][np.ix_(queries, targets)].astype(np.float64))
-            rows, cols = solve(sub)
+            if len(targets):
+                problems.append((b, queries, targets))
+
+        def solve_row(problem):
+            b, queries, targets = problem
+            return solve(make_finite(cost_np[b][np.ix_(queries, targets)].astype(np.float64)))
+
+        workers = min(len(problems), self.workers or os.cpu_count() or 1)
+        if workers > 1:
+            with ThreadPoolExecutor(workers) as pool:
+                solutions = list(pool.map(solve_row, problems))
+        else:
+            solutions = [solve_row(p) for p in problems]
+        query_to_target = np.full((batch, num_queries), -1, dtype=np.int64)
+        for (b, queries, targets), (rows, cols) in zip(problems, solutions, strict=True):
             query_to_target[b, queries[rows]] = targets[cols]
         return torch.from_numpy(query_to_target).to(cost.device)
