@@ -7,7 +7,19 @@ import pandas as pd
 import pytest
 import torch
 
-from hepattn.experiments.demo import DemoSettings, check_settings, last_checkpoint, run_demo, train
+from hepattn.experiments.demo import (
+    LONG,
+    TRAINING_FIELDS,
+    DemoSettings,
+    check_settings,
+    config,
+    last_checkpoint,
+    model_overrides,
+    run_demo,
+    train,
+)
+from hepattn.models.layers import SwiGLU
+from hepattn.training.cli import build
 
 pytest.importorskip("acts", reason="the demo simulates events: needs the sim extra")
 
@@ -52,6 +64,22 @@ def test_rerun_with_other_training_settings_is_refused(tmp_path):
     check_settings(tmp_path, replace(DemoSettings(), track_threshold=0.5))  # reconstruction only: allowed
     with pytest.raises(ValueError, match=rf"tracker_steps {DemoSettings().tracker_steps} -> 7000"):
         check_settings(tmp_path, replace(DemoSettings(), tracker_steps=7000))
+
+
+def test_a_folder_from_before_a_training_field_existed_holds_its_earlier_default(tmp_path):
+    held = {key: getattr(LONG, key) for key in TRAINING_FIELDS if key != "mlp_ratio"}
+    (tmp_path / "settings.json").write_text(json.dumps(held))
+    check_settings(tmp_path, LONG)  # made with the configs' feed-forward width, 4, as LONG still is
+    with pytest.raises(ValueError, match=r"mlp_ratio 4.0 -> 2.0"):
+        check_settings(tmp_path, replace(LONG, mlp_ratio=2.0))
+
+
+def test_model_overrides_shape_the_built_models():
+    overrides = model_overrides(replace(DemoSettings(), mlp_ratio=2.0), decoder=True)
+    model = build([config("trackml/tracking_small.yaml")], overrides).model.model
+    for blocks in (model.encoder, model.decoder):
+        widths = {m.fc2.in_features for m in blocks.modules() if isinstance(m, SwiGLU)}
+        assert widths == {85}  # 2/3 x 2 x 64: SwiGLU keeps the parameters of a GELU MLP of width 2 x 64
 
 
 def test_finished_training_is_reused_and_the_newest_checkpoint_wins(tmp_path):

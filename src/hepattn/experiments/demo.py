@@ -13,6 +13,7 @@ import shlex
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
@@ -37,8 +38,10 @@ class DemoSettings:
     """Sizes of one demo run. ``QUICK`` fits 20 minutes on 2 CPU cores, ``LONG`` 60 minutes.
 
     ``QUICK`` beat its goal (80% at <= 10% fakes) by 6 points at pile-up 10, so it runs at pile-up 20
-    (a third more hits per event) with fewer training steps, sized to fit 20 minutes even in an hour
-    when the machine runs 1.4 x slow; ``LONG``, at its goal, stays at pile-up 10 (docs/trackml.md).
+    (a third more hits per event) with fewer training steps and feed-forward blocks half as wide as the
+    configs' (faster per step, and no worse), sized to fit 20 minutes also in the hours when the machine
+    runs 1.7 x slow; ``LONG``, at its goal, stays at pile-up 10 with the configs' widths
+    (docs/trackml.md).
     """
 
     pileup: float = 20.0
@@ -46,7 +49,7 @@ class DemoSettings:
     val_events: int = 20
     test_events: int = 50
     filter_steps: int = 450  # optimizer steps of `processes` events each
-    tracker_steps: int = 1000
+    tracker_steps: int = 900
     threshold: float = 0.1  # filter probability above which a hit goes into the tracker's training data
     reco_threshold: float = 0.03  # ... and to the tracker at reconstruction (chosen on a tuning sample)
     track_threshold: float = 0.02  # validity probability of a track candidate (chosen on the val split)
@@ -66,11 +69,14 @@ class DemoSettings:
     seed: int = 1
     workers: int = 2  # simulation processes
     processes: int = 2  # training processes (Lightning DDP on the CPU); each step sees one event per process
+    mlp_ratio: float = 2.0  # feed-forward width over the model width, filter and tracker (the configs say 4)
 
 
 # What the events and the models depend on; the other settings only change the reconstruction.
 TRAINING_FIELDS = ("pileup", "train_events", "val_events", "test_events", "filter_steps", "tracker_steps",
-                   "threshold", "seed", "processes")  # fmt: skip
+                   "threshold", "seed", "processes", "mlp_ratio")  # fmt: skip
+# The value a training field had in runs made before it existed (their settings.json lacks it).
+EARLIER_DEFAULTS = {"mlp_ratio": 4.0}
 
 # The settings that `Reconstruction` takes under the same name.
 RECONSTRUCTION_FIELDS = ("track_threshold", "min_mask_prob", "fit_max_hits", "fit_max_xy",
@@ -78,7 +84,9 @@ RECONSTRUCTION_FIELDS = ("track_threshold", "min_mask_prob", "fit_max_hits", "fi
                          "refine_z", "recover_xy", "recover_z")  # fmt: skip
 
 QUICK = DemoSettings()
-LONG = DemoSettings(pileup=10.0, train_events=800, test_events=100, filter_steps=2500, tracker_steps=6000)
+LONG = DemoSettings(
+    pileup=10.0, train_events=800, test_events=100, filter_steps=2500, tracker_steps=6000, mlp_ratio=4.0
+)
 
 
 def config(name: str) -> Path:
@@ -97,6 +105,12 @@ def simulate_splits(out: Path, s: DemoSettings, detectors: Path) -> None:
     simulate_ranges(ranges, s.pileup, s.seed, "ttbar", s.workers, detectors)
 
 
+def model_overrides(s: DemoSettings, decoder: bool) -> list[str]:
+    """Config overrides for the settings that shape a model: the feed-forward width of its blocks."""
+    blocks = ["encoder", "decoder"] if decoder else ["encoder"]
+    return [f"--model.model.init_args.{b}.init_args.mlp_ratio={s.mlp_ratio}" for b in blocks]
+
+
 def last_checkpoint(root: Path) -> Path | None:
     """The newest ``last.ckpt`` under a training folder (``lightning_logs/version_N/checkpoints``)."""
     found = list(root.glob("lightning_logs/version_*/checkpoints/last.ckpt"))
@@ -104,7 +118,12 @@ def last_checkpoint(root: Path) -> Path | None:
 
 
 def train(
-    configs: list[Path], data: dict[str, Path], steps: int, root: Path, processes: int = 1
+    configs: list[Path],
+    data: dict[str, Path],
+    steps: int,
+    root: Path,
+    processes: int = 1,
+    overrides: Sequence[str] = (),
 ) -> tuple[Path, float]:
     """Fit a model from shipped configs on the given folders with ``hepattn fit``, or finish a fit.
 
@@ -128,6 +147,8 @@ def train(
         f"--model.lr_scheduler.init_args.total_steps={steps}",
         f"--trainer.default_root_dir={root}",
         f"--trainer.val_check_interval={steps}",
+        "--trainer.num_sanity_val_steps=0",  # no check before training: the shipped configs are tested
+        *overrides,
     ]
     env = dict(os.environ)
     if processes > 1:
@@ -147,8 +168,8 @@ def train(
     return last, float(clock.read_text())
 
 
-def load(configs: list[Path], checkpoint: Path):
-    return load_weights(build(configs).model, checkpoint)
+def load(configs: list[Path], checkpoint: Path, overrides: Sequence[str] = ()):
+    return load_weights(build(configs, overrides).model, checkpoint)
 
 
 def check_settings(out: Path, s: DemoSettings) -> None:
@@ -160,6 +181,7 @@ def check_settings(out: Path, s: DemoSettings) -> None:
     wanted = {key: getattr(s, key) for key in TRAINING_FIELDS}
     if path.is_file():
         held = json.loads(path.read_text())
+        held = EARLIER_DEFAULTS | held
         differ = {key: (held.get(key), value) for key, value in wanted.items() if held.get(key) != value}
         if differ:
             said = ", ".join(f"{key} {old} -> {new}" for key, (old, new) in differ.items())
@@ -187,10 +209,11 @@ def run_demo(out: str | Path, s: DemoSettings = QUICK, detectors: Path | None = 
 
     filter_configs = [config("trackml/filter_small.yaml")]
     data = {split: out / "prepared" / split for split in ("train", "val")}
-    filter_ckpt, seconds = train(filter_configs, data, s.filter_steps, out / "filter", s.processes)
+    shape = model_overrides(s, decoder=False)
+    filter_ckpt, seconds = train(filter_configs, data, s.filter_steps, out / "filter", s.processes, shape)
     timing["train_filter_s"] = seconds
 
-    hit_filter = load(filter_configs, filter_ckpt)
+    hit_filter = load(filter_configs, filter_ckpt, shape)
     start = time.perf_counter()
     for split in ("train", "val"):
         filter_directory(hit_filter, out / "prepared" / split, out / "filtered" / split, s.threshold)
@@ -198,10 +221,11 @@ def run_demo(out: str | Path, s: DemoSettings = QUICK, detectors: Path | None = 
 
     tracker_configs = [config("trackml/tracking_small.yaml")]
     data = {split: out / "filtered" / split for split in ("train", "val")}
-    tracker_ckpt, seconds = train(tracker_configs, data, s.tracker_steps, out / "tracker", s.processes)
+    shape = model_overrides(s, decoder=True)
+    tracker_ckpt, seconds = train(tracker_configs, data, s.tracker_steps, out / "tracker", s.processes, shape)
     timing["train_tracker_s"] = seconds
 
-    tracker = load(tracker_configs, tracker_ckpt)
+    tracker = load(tracker_configs, tracker_ckpt, shape)
     settings = {key: getattr(s, key) for key in RECONSTRUCTION_FIELDS}
     reco = Reconstruction(hit_filter, tracker, s.reco_threshold, min_hits=s.min_track_hits, **settings)
     files = sorted((out / "prepared" / "test").glob("event*.npz"))
