@@ -124,8 +124,8 @@ class SetCriterion(Criterion):
     def cost(self, layer_outputs: dict, tasks: list[ObjectTask], batch: dict, queries: dict) -> Tensor:
         """(B, Q, T) summed matching cost of one layer, in float32 even under autocast.
 
-        In bf16 the mask costs (sums over the N hits) round to 8 significant bits, which ties many pairs:
-        a worse problem for the solver and a coarser optimum.
+        In bf16 the mask costs (sums over the N hits) would round to 8 significant bits, tying many pairs
+        and coarsening the optimum.
         """
         with torch.autocast(batch[f"{self.target_object}_valid"].device.type, enabled=False):
             costs = [c for t in tasks if (c := t.cost(layer_outputs[t.name], batch)) is not None]
