@@ -107,9 +107,9 @@ def test_matching_cost_is_float32_under_bf16_autocast():
     }
     layer = {"mask": {"logit": torch.randn(1, 300, 3000, device=CUDA)}}
     criterion, tasks = SetCriterion(HungarianMatcher()), [ObjectMaskTask("mask", 8)]
-    expected = criterion.cost(layer, tasks, batch, {"valid": None})
+    expected = criterion.cost(layer, tasks, batch)
     with torch.autocast("cuda", dtype=torch.bfloat16):
-        cost = criterion.cost(layer, tasks, batch, {"valid": None})
+        cost = criterion.cost(layer, tasks, batch)
     assert cost.dtype == torch.float32
     torch.testing.assert_close(cost, expected)
 

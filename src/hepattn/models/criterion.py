@@ -121,8 +121,8 @@ class SetCriterion(Criterion):
         return -self.seed_cost * seed_owners(seed_index, batch[self.owner_key]).transpose(1, 2).float()
 
     @torch.no_grad()
-    def cost(self, layer_outputs: dict, tasks: list[ObjectTask], batch: dict, queries: dict) -> Tensor:
-        """(B, Q, T) summed matching cost of one layer, in float32 even under autocast.
+    def cost(self, layer_outputs: dict, tasks: list[ObjectTask], batch: dict) -> Tensor:
+        """(B, Q, T) summed task cost of one layer, in float32 even under autocast.
 
         In bf16 the mask costs (sums over the N hits) would round to 8 significant bits, tying many pairs
         and coarsening the optimum.
@@ -131,10 +131,7 @@ class SetCriterion(Criterion):
             costs = [c for t in tasks if (c := t.cost(layer_outputs[t.name], batch)) is not None]
             if not costs:
                 raise ValueError("no object task provides a matching cost")
-            cost = torch.stack(costs).float().sum(0)
-            if self.seed_cost and queries.get("index") is not None:
-                cost = cost + self.seed_owner_cost(queries["index"], batch)
-        return cost
+            return torch.stack(costs).float().sum(0)
 
     def match(
         self, layer_outputs: list[dict], tasks: list[ObjectTask], batch: dict, queries: dict[str, Tensor]
@@ -142,13 +139,16 @@ class SetCriterion(Criterion):
         """Each layer's (B, Q) index of the target matched to each query (-1: none).
 
         The layers' costs go to the matcher as one (L B, Q, T) batch: one wait for the device per training
-        step, and the solver works on the layers side by side.
+        step, and the solver works on the layers side by side. The seed bonus, the same for every layer,
+        is computed once.
         """
-        cost = torch.cat([self.cost(outputs, tasks, batch, queries) for outputs in layer_outputs])
+        cost = torch.stack([self.cost(outputs, tasks, batch) for outputs in layer_outputs])  # (L, B, Q, T)
+        if self.seed_cost and queries.get("index") is not None:
+            cost = cost + self.seed_owner_cost(queries["index"], batch)
         L = len(layer_outputs)
         target_valid = batch[f"{self.target_object}_valid"].repeat(L, 1)
         query_valid = None if queries["valid"] is None else queries["valid"].repeat(L, 1)
-        return list(self.matcher(cost, query_valid, target_valid).chunk(L))
+        return list(self.matcher(cost.flatten(0, 1), query_valid, target_valid).chunk(L))
 
 
 class SeedOwnerCriterion(Criterion):
