@@ -69,7 +69,7 @@ def test_tracker_count_is_torch_count_plus_attention(window, shared_embed, quali
     batch = {"hit_x": torch.randn(1, n), "hit_phi": torch.rand(1, n)}
     batch["hit_valid"] = torch.ones(1, n, dtype=torch.bool)
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model(batch)
+        model(batch, aux_heads=False)
     keys = n if window is None else window + 1
     attention = layers * 4 * n * keys * d + layers * (4 * q * n * d + 4 * q * q * d)  # encoder; cross, self
     assert total(forward_count(model, n)).flops == counter.get_total_flops() + attention

@@ -121,6 +121,55 @@ def test_loss_names_cover_every_layer_and_task():
     torch.testing.assert_close(losses["loss"], total)
 
 
+def test_inference_without_auxiliary_heads_predicts_the_same():
+    torch.manual_seed(0)
+    batch = make_batch()
+    model = make_model().eval()
+    with torch.no_grad():
+        full, last_only = model(batch), model(batch, aux_heads=False)
+    assert set(last_only) == {"encoder", "queries", "layer_1"}
+    torch.testing.assert_close(model.predict(last_only), model.predict(full), rtol=0, atol=0)
+
+
+def shuffle_hits(batch: dict, g: torch.Generator) -> tuple[dict, torch.Tensor]:
+    """The batch with each event's real hits in a random order, and that order (B, N)."""
+    N = batch["hit_valid"].shape[1]
+    lengths = batch["hit_valid"].sum(1).tolist()
+    order = torch.stack([torch.cat([torch.randperm(n, generator=g), torch.arange(n, N)]) for n in lengths])
+    shuffled = {k: v.gather(1, order) if k.startswith("hit_") else v for k, v in batch.items()}
+    targets = batch["particle_hit_valid"]
+    shuffled["particle_hit_valid"] = targets.gather(2, order[:, None].expand_as(targets))
+    return shuffled, order
+
+
+def test_outputs_follow_the_hits_whatever_their_input_order():
+    """Shuffled hits give the same outputs, exactly, in the shuffled order.
+
+    The model works on the hits in phi order, which is the same whatever order they come in.
+    """
+    torch.manual_seed(0)
+    batch = make_batch()
+    model = make_model().eval()
+    shuffled, order = shuffle_hits(batch, torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        out, out_shuffled = model(batch), model(shuffled)
+    assert torch.equal(
+        out_shuffled["encoder"]["hit_seed"]["logit"], out["encoder"]["hit_seed"]["logit"].gather(1, order)
+    )
+    logits = out["layer_1"]["track_hit"]["logit"]
+    assert torch.equal(
+        out_shuffled["layer_1"]["track_hit"]["logit"], logits.gather(2, order[:, None].expand_as(logits))
+    )
+    assert torch.equal(
+        out_shuffled["layer_1"]["track_valid"]["logit"], out["layer_1"]["track_valid"]["logit"]
+    )
+    index = out["queries"]["index"]  # the same seed hits, at their shuffled positions
+    assert torch.equal(order.gather(1, out_shuffled["queries"]["index"]), index)
+    phi = batch["hit_phi"].gather(1, index)  # the queries are in phi order, like the hits they attend
+    valid = out["queries"]["valid"]
+    assert (phi.diff(dim=1)[valid[:, 1:]] > 0).all()
+
+
 def test_encoder_only_model_is_a_filter():
     batch = make_batch()
     model = make_model(decoder=False)

@@ -102,8 +102,14 @@ def decoder_layer_count(layer: nn.Module, q: int, n: int, s: int, device: dict) 
     return total + linears(layer.mlp, q, s, device)
 
 
-def forward_count(model: MaskFormer, n: int, element_bytes: int = 2, device: dict = H200) -> dict[str, Count]:
-    """Counts of one event of ``n`` hits through ``model``, by component (see the module docstring)."""
+def forward_count(
+    model: MaskFormer, n: int, element_bytes: int = 2, device: dict = H200, aux_heads: bool = False
+) -> dict[str, Count]:
+    """Counts of one event of ``n`` hits through ``model``, by component (see the module docstring).
+
+    The object heads run on the last decoder layer, as at inference; ``aux_heads``: on every layer, as
+    in training (``MaskFormer.forward``).
+    """
     s = element_bytes
     counts = {"input_net": linears(model.input_net, n, s, device)}
     counts["encoder"] = encoder_count(model, n, s, device)
@@ -132,7 +138,7 @@ def forward_count(model: MaskFormer, n: int, element_bytes: int = 2, device: dic
                 heads += linears(task.quality_head, q, s, device)
         else:
             heads += linears(task, q, s, device)
-    counts["query_heads"] = heads * depth
+    counts["query_heads"] = heads * (depth if aux_heads else 1)
     return counts
 
 

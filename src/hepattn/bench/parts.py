@@ -3,9 +3,11 @@
 # B batch, N hits, Q queries, T targets, D dim.
 
 - encoder: ``Encoder.forward`` on the embedded hits (sort by phi, every layer, unsort), inference.
-- decoder: ``Decoder.forward`` on the encoded hits and the initial queries: every layer with its mask
-  attention (the mask logits of the previous layer), inference. The object heads are not included.
-- model: ``MaskFormer.forward`` of the tracker, everything from the hit fields to every layer's heads.
+- decoder: ``Decoder.forward`` on the encoded hits and the initial queries, both in phi order as in the
+  model: every layer with its mask attention (the mask logits of the previous layer), inference. The
+  object heads are not included.
+- model: ``MaskFormer.forward`` of the tracker at inference (``aux_heads=False``), everything from the hit
+  fields to the last layer's heads.
 - train: one training step: forward, ``SetCriterion`` (costs, matching of every layer, losses),
   backward, gradient clipping as the config's trainer does, and the optimizer step.
 - matcher: the matcher alone on the summed costs of every decoder layer, stacked (L B, Q, T) as the
@@ -58,10 +60,10 @@ def _compiled(fn: Callable, compile: str, device: torch.device) -> Callable:
     return torch.compile(fn, dynamic=False, mode="reduce-overhead" if compile == "graphs" else None)
 
 
-def _inference(fn: Callable, ctx, *args) -> Callable[[], object]:
+def _inference(fn: Callable, ctx, *args, **kwargs) -> Callable[[], object]:
     def run():
         with torch.no_grad(), ctx():
-            return fn(*args)
+            return fn(*args, **kwargs)
 
     return run
 
@@ -78,10 +80,11 @@ def decoder(case: Case, ctx, compile: str) -> Callable[[], object]:
     model, batch = case.module.model.eval(), case.batch
     if model.decoder is None:
         raise Skip("the model has no decoder")
-    valid, phi = batch[f"{model.input_name}_valid"], batch[f"{model.input_name}_{model.sort_field}"]
+    inputs, _ = model.sort_inputs(batch)  # the decoder sees the hits in phi order, as in the model
+    valid = inputs[f"{model.input_name}_valid"]
     with torch.no_grad(), ctx():
-        x = model.encoder(model.input_net(batch), valid, phi)
-        q, q_valid, _ = model.queries(x, valid, {t.name: t(x) for t in model.constituent_tasks}, batch)
+        x = model.encoder(model.input_net(inputs), valid)
+        q, q_valid, _ = model.queries(x, valid, {t.name: t(x) for t in model.constituent_tasks}, inputs)
         mask_fn = None
         if model.mask_task is not None:
             mask_fn = partial(model.mask_task.logits_from, x_embed=model.mask_task.embed_inputs(x))
@@ -89,7 +92,8 @@ def decoder(case: Case, ctx, compile: str) -> Callable[[], object]:
 
 
 def model(case: Case, ctx, compile: str) -> Callable[[], object]:
-    return _inference(_compiled(case.module.model.eval(), compile, case.device), ctx, case.batch)
+    net = _compiled(case.module.model.eval(), compile, case.device)
+    return _inference(net, ctx, case.batch, aux_heads=False)
 
 
 def train(case: Case, ctx, compile: str) -> Callable[[], object]:

@@ -291,7 +291,8 @@ def flops_report(settings: Settings) -> dict:
             entry["parts"] = {k: _count(c) for k, c in counts.items()} | {"total": _count(total(counts))}
             matching = matching_cost_flops(model, n, t)
             entry["train_matching_gflop"] = round(matching / 1e9, 2)
-            entry["train_gflop_estimate"] = round((3 * total(counts).flops + matching) / 1e9, 1)
+            train = total(forward_count(model, n, element_bytes, aux_heads=True)).flops
+            entry["train_gflop_estimate"] = round((3 * train + matching) / 1e9, 1)
             entries.append(entry)
         out["models"][name] = entries
     return out

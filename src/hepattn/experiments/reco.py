@@ -366,7 +366,7 @@ class Reconstruction:
         fields = ("pt", "eta", "phi", "vz")
         if not len(kept["hit_index"]):
             return out | {f"track_{f}": np.zeros(0, np.float32) for f in ("prob", *fields)}
-        preds = self.tracker.model.predict(self.tracker.model(_inputs(self.tracker, kept)))
+        preds = self.tracker.model.predict(self.tracker.model(_inputs(self.tracker, kept), aux_heads=False))
         track_prob = preds["track_valid"]["prob"][0].float()
         candidate = (track_prob >= self.track_threshold) & preds["queries"]["valid"][0]
         logit = preds["track_hit"]["logit"][0].float()

@@ -194,7 +194,7 @@ class DynamicQueries(nn.Module):
         if x_valid is not None:
             score = score.masked_fill(~x_valid, float("-inf"))
         k = min(self.num_queries, x.shape[1])
-        index = score.topk(k, dim=-1).indices
+        index = score.topk(k, dim=-1).indices.sort(-1).values  # queries in constituent (e.g. phi) order
         q = self.proj(x.gather(1, index.unsqueeze(-1).expand(-1, -1, x.shape[-1])))
         q_valid = torch.ones_like(index, dtype=torch.bool) if x_valid is None else x_valid.gather(1, index)
         return q, q_valid, index
@@ -230,7 +230,7 @@ class SampledQueries(nn.Module):
         valid = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device) if x_valid is None else x_valid
         if self.training:
             score = torch.rand(x.shape[:2], device=x.device).masked_fill(~valid, -1.0)
-            index = score.topk(min(self.num_queries, x.shape[1]), dim=-1).indices
+            index = score.topk(min(self.num_queries, x.shape[1]), dim=-1).indices.sort(-1).values
         else:
             index = torch.arange(x.shape[1], device=x.device).expand(x.shape[0], -1)
         q = self.proj(x.gather(1, index.unsqueeze(-1).expand(-1, -1, x.shape[-1])))

@@ -5,6 +5,10 @@ Each `*_cost(...)[b, q, t]` equals the matching `*_loss` evaluated on the single
 so the matcher minimises exactly what training minimises. Aligned mask losses take a mean over valid
 constituents per query, then a mean over contributing queries (`query_valid`); with no contributing query
 they return a zero that still carries a gradient. Regression tensors are (B, Q, F) with F features.
+
+The BCE and dice mask losses have their gradients written out (`torch.autograd.Function`): for the
+backward pass they keep their inputs only (the logits as given, e.g. bf16, and the targets, e.g. bool)
+and (B, Q) sums, where autograd would keep several float32 (B, Q, N) intermediates per decoder layer.
 """
 
 import torch
@@ -61,12 +65,49 @@ def _per_query_mean(loss: Tensor, valid: Tensor | None, query_valid: Tensor | No
     return _masked_mean(per_query, query_valid)
 
 
+def _wide(logits: Tensor) -> Tensor:
+    """Logits in at least float32 (bf16 and fp16 are widened, float64 stays)."""
+    return logits.to(torch.promote_types(logits.dtype, torch.float32))
+
+
+def _query_weights(query_valid: Tensor | None, like: Tensor) -> Tensor:
+    """(B, Q, 1) weight of each query in a mean over the contributing queries: 1 / their number, or 0."""
+    if query_valid is None:
+        query_valid = torch.ones(like.shape[:2], dtype=torch.bool, device=like.device)
+    dtype = torch.promote_types(like.dtype, torch.float32)
+    return query_valid[..., None].to(dtype) / query_valid.sum().clamp(min=1)
+
+
+class _MaskBCE(torch.autograd.Function):
+    """`mask_bce_loss` with its gradient written out; keeps only the logits and the targets as given."""
+
+    @staticmethod
+    def forward(ctx, logits: Tensor, targets: Tensor, v: Tensor, weight: Tensor) -> Tensor:
+        x = _wide(logits)
+        t = targets.to(x.dtype)
+        ctx.save_for_backward(logits, targets, v, weight)
+        bce = F.binary_cross_entropy_with_logits(x, t, reduction="none")  # softplus(x) - x t
+        return (bce.masked_fill_(~v, 0.0).sum(-1, keepdim=True) * weight).sum()
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        logits, targets, v, weight = ctx.saved_tensors
+        x = _wide(logits)
+        t = targets.to(x.dtype)
+        dx = torch.sigmoid(x).sub_(t).mul_(grad * weight)  # d(softplus(x) - x t)/dx = p - t
+        return dx.masked_fill_(~v, 0.0).to(logits.dtype), None, None, None
+
+
 def mask_bce_loss(
     logits: Tensor, targets: Tensor, valid: Tensor | None = None, query_valid: Tensor | None = None
 ) -> Tensor:
-    """Binary cross-entropy of (B, Q, N) mask logits against the matched (B, Q, N) target masks."""
-    loss = F.binary_cross_entropy_with_logits(logits.float(), targets.float(), reduction="none")
-    return _per_query_mean(loss, valid, query_valid)
+    """Binary cross-entropy of (B, Q, N) mask logits against the matched (B, Q, N) target masks.
+
+    bce = softplus(x) - x t, a mean over valid constituents per query, then over contributing queries.
+    """
+    v = _constituent_valid(valid, logits)
+    per_query = v.sum(-1, keepdim=True).clamp(min=1)  # (B, 1, 1) valid constituents of each event
+    return _MaskBCE.apply(logits, targets, v, _query_weights(query_valid, logits) / per_query)
 
 
 def mask_bce_cost(logits: Tensor, targets: Tensor, valid: Tensor | None = None) -> Tensor:
@@ -101,14 +142,35 @@ def mask_focal_cost(
     return _pairwise_linear(neg, pos - neg, targets, valid)
 
 
+class _MaskDice(torch.autograd.Function):
+    """`mask_dice_loss` with its gradient written out; keeps the logits, the targets and (B, Q) sums."""
+
+    @staticmethod
+    def forward(ctx, logits: Tensor, targets: Tensor, v: Tensor, weight: Tensor) -> Tensor:
+        p = _wide(logits).sigmoid().masked_fill_(~v, 0.0)
+        t = targets.masked_fill(~v, 0).to(p.dtype)
+        numerator = 2 * (p * t).sum(-1, keepdim=True) + 1  # (B, Q, 1)
+        denominator = p.sum(-1, keepdim=True) + t.sum(-1, keepdim=True) + 1
+        ctx.save_for_backward(logits, targets, v, weight, numerator, denominator)
+        return ((1 - numerator / denominator) * weight).sum()
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        logits, targets, v, weight, numerator, denominator = ctx.saved_tensors
+        p = _wide(logits).sigmoid()
+        t = targets.to(p.dtype)
+        # d(1 - num / den)/dp_n = (num - 2 t_n den) / den^2, and dp/dx = p (1 - p)
+        dp = t.mul(-2 * denominator).add_(numerator).mul_(grad * weight / denominator**2)
+        dx = dp.mul_(p).mul_(1 - p)
+        return dx.masked_fill_(~v, 0.0).to(logits.dtype), None, None, None
+
+
 def mask_dice_loss(
     logits: Tensor, targets: Tensor, valid: Tensor | None = None, query_valid: Tensor | None = None
 ) -> Tensor:
     """Soft dice loss (arXiv 1606.04797), 1 - (2 Σpt + 1) / (Σp + Σt + 1) over valid constituents."""
     v = _constituent_valid(valid, logits)
-    p, t = torch.where(v, logits.float().sigmoid(), 0.0), torch.where(v, targets.float(), 0.0)
-    dice = 1 - (2 * (p * t).sum(-1) + 1) / (p.sum(-1) + t.sum(-1) + 1)
-    return _masked_mean(dice, query_valid)
+    return _MaskDice.apply(logits, targets, v, _query_weights(query_valid, logits))
 
 
 def mask_dice_cost(logits: Tensor, targets: Tensor, valid: Tensor | None = None) -> Tensor:

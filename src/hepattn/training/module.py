@@ -84,7 +84,7 @@ class MaskFormerModule(L.LightningModule):
         self.log_rates("test")
 
     def predict_step(self, batch, batch_idx):
-        return self.model.predict(self.model(batch))
+        return self.model.predict(self.model(batch, aux_heads=False))
 
     def configure_optimizers(self):
         optimizer = self.optimizer(self.parameters())

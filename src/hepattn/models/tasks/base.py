@@ -41,6 +41,7 @@ class ObjectTask(nn.Module):
 
     name: str
     target_object: str
+    constituent_outputs: tuple[str, ...] = ()  # outputs whose last axis runs over the constituents
 
     def forward(self, q: Tensor, x: Tensor) -> dict[str, Tensor]:
         """Raw outputs from the queries q (B, Q, D) and the encoded constituents x (B, N, D)."""

@@ -63,6 +63,8 @@ def mask_iou(pred: Tensor, target: Tensor, valid: Tensor | None = None) -> Tenso
 class ObjectMaskTask(ObjectTask):
     """Predicts, for each query, which constituents belong to it; target ``{object}_{constituent}_valid``."""
 
+    constituent_outputs = ("logit",)
+
     def __init__(
         self,
         name: str,
@@ -141,7 +143,8 @@ class ObjectMaskTask(ObjectTask):
         return sum(w * MASK_COSTS[n](logit, target, valid) for n, w in self.cost_weights.items() if w)
 
     def loss(self, outputs, aligned, matched, batch) -> dict[str, Tensor]:
-        logit, target = outputs["logit"].float(), aligned[self.target_key].float()
+        # as they are (e.g. bf16 logits, bool targets): the losses widen them and keep them for backward
+        logit, target = outputs["logit"], aligned[self.target_key]
         valid = batch[f"{self.input_name}_valid"]
         out = {n: w * MASK_LOSSES[n](logit, target, valid, matched) for n, w in self.loss_weights.items()}
         if self.quality_head is not None:
