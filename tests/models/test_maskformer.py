@@ -42,7 +42,7 @@ def make_batch(seed=0):
     return collate([random_event(g, 40, 5), random_event(g, 25, 3)])
 
 
-def make_model(dynamic=True, mask_attention=True, decoder=True):
+def make_model(dynamic=True, mask_attention=True, decoder=True, varlen=False):
     tasks = [
         ConstituentClassificationTask("hit_filter", D, target_field="on_target"),
         ConstituentClassificationTask("hit_seed", D, target_field="seed"),
@@ -63,7 +63,7 @@ def make_model(dynamic=True, mask_attention=True, decoder=True):
     queries = DynamicQueries(8, D, seed_task="hit_seed") if dynamic else LearnedQueries(8, D)
     return MaskFormer(
         input_net=InputNet("hit", ["x", "phi"], D, fourier_fields={"phi": 2 * torch.pi}, num_frequencies=4),
-        encoder=Encoder(D, depth=2, num_heads=4, window=8, wrap=True),
+        encoder=Encoder(D, depth=2, num_heads=4, window=8, wrap=True, varlen=varlen),
         decoder=Decoder(D, depth=2, num_heads=4, mask_attention=mask_attention) if decoder else None,
         queries=queries if decoder else None,
         tasks=tasks,
@@ -168,6 +168,29 @@ def test_outputs_follow_the_hits_whatever_their_input_order():
     phi = batch["hit_phi"].gather(1, index)  # the queries are in phi order, like the hits they attend
     valid = out["queries"]["valid"]
     assert (phi.diff(dim=1)[valid[:, 1:]] > 0).all()
+
+
+def test_a_packed_encoder_gives_the_padded_outputs():
+    """With ``varlen`` the events of a batch (40 and 25 hits) go through the encoder back to back."""
+    torch.manual_seed(0)
+    batch = make_batch()
+    padded = make_model().eval()
+    packed = make_model(varlen=True).eval()
+    packed.load_state_dict(padded.state_dict())
+    shapes = []
+    packed.encoder.register_forward_hook(lambda module, args, output: shapes.append(tuple(output.shape)))
+    with torch.no_grad():
+        expected, out = padded(batch), packed(batch)
+    assert shapes == [(1, 40 + 25, D)]  # one sequence of the real hits, no padding
+    valid = batch["hit_valid"]
+    logit = out["encoder"]["hit_seed"]["logit"]
+    torch.testing.assert_close(logit[valid], expected["encoder"]["hit_seed"]["logit"][valid])
+    assert torch.equal(out["queries"]["index"], expected["queries"]["index"])
+    masks = out["layer_1"]["track_hit"]["logit"].transpose(1, 2)[valid]  # (valid hits, Q)
+    torch.testing.assert_close(masks, expected["layer_1"]["track_hit"]["logit"].transpose(1, 2)[valid])
+    torch.testing.assert_close(
+        out["layer_1"]["track_valid"]["logit"], expected["layer_1"]["track_valid"]["logit"]
+    )
 
 
 def test_encoder_only_model_is_a_filter():

@@ -144,6 +144,7 @@ class Encoder(nn.Module):
         super().__init__()
         if varlen and num_registers:
             raise ValueError("register tokens are not supported with packed (varlen) sequences")
+        self.varlen = varlen  # forward takes packed events (cu_seqlens); MaskFormer then packs its batches
         self.registers = Registers(num_registers, dim) if num_registers else NoRegisters()
         layer = dict(
             kernel=kernel, window=window, wrap=wrap, num_global=num_registers, norm=norm, qk_norm=qk_norm,

@@ -5,6 +5,8 @@
 
 from functools import partial
 
+import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hepattn.models.decoder import Decoder, DynamicQueries, LearnedQueries, SampledQueries
@@ -112,7 +114,7 @@ class MaskFormer(nn.Module):
         inputs, order = self.sort_inputs(batch)  # from here on the constituents are in sort_field order
         restore = partial(restore_order, None if order is None else order.argsort(-1))
         x_valid = inputs[f"{self.input_name}_valid"]
-        x = self.encoder(self.input_net(inputs), x_valid)
+        x = self.encode(self.input_net(inputs), x_valid)
         encoded = {t.name: t(x) for t in self.constituent_tasks}
         outputs: dict[str, dict] = {
             "encoder": {name: {k: restore(v, 1) for k, v in out.items()} for name, out in encoded.items()}
@@ -135,6 +137,18 @@ class MaskFormer(nn.Module):
                 out = task.outputs(q_i, mask_logits) if reuse else task(q_i, x)
                 layer[task.name] = out | {k: restore(out[k], -1) for k in task.constituent_outputs}
         return outputs
+
+    def encode(self, x: Tensor, x_valid: Tensor) -> Tensor:
+        """The encoder on the embedded constituents (B, N, D); padding rows come out as zeros when packed.
+
+        An encoder built with ``varlen`` gets the batch packed, the events' real constituents back to back
+        (1, total, D) with their offsets ``cu_seqlens``, so that no layer spends work on padding.
+        """
+        if not self.encoder.varlen:
+            return self.encoder(x, x_valid)
+        cu_seqlens = F.pad(x_valid.sum(1).cumsum(0), (1, 0)).int()
+        packed = self.encoder(x[x_valid].unsqueeze(0), cu_seqlens=cu_seqlens)
+        return torch.zeros_like(x).masked_scatter(x_valid.unsqueeze(-1), packed)
 
     def sort_inputs(self, batch: dict[str, Tensor]) -> tuple[dict[str, Tensor], Tensor | None]:
         """The constituent fields ``{input}_*`` of ``batch`` in ``sort_field`` order, and that order.
