@@ -83,7 +83,7 @@ def decoder(case: Case, ctx, compile: str) -> Callable[[], object]:
     inputs, _ = model.sort_inputs(batch)  # the decoder sees the hits in phi order, as in the model
     valid = inputs[f"{model.input_name}_valid"]
     with torch.no_grad(), ctx():
-        x = model.encoder(model.input_net(inputs), valid)
+        x = model.encode(model.input_net(inputs), valid)
         q, q_valid, _ = model.queries(x, valid, {t.name: t(x) for t in model.constituent_tasks}, inputs)
         mask_fn = None
         if model.mask_task is not None:
