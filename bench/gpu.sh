@@ -41,6 +41,10 @@ bench --hits 57000 --parts filter --kernels torch --compile graphs --budget 60 \
 bench --hits 10000 --parts model --kernels torch --compile graphs --budget 60 \
     --json "$out/bench_cuda_tracker_10k_graphs.json"
 
+# 3b. training memory per event against the 4 GB goal (4.9 GB with flex on 2026-11-29, before the mask
+#     losses kept less for backward; about 2.9 GB expected), and the step time with the matching
+bench --hits 10000 --parts train --kernels flex --budget 60 --json "$out/bench_cuda_train_10k_flex.json"
+
 # 4. pixel scale, eager: every kernel and part of the tracker at 10k hits, the filter at 57k hits
 bench --hits 10000 --parts encoder,decoder,model,train,matcher --budget $(($(left) / 2)) \
     --json "$out/bench_cuda_tracker_10k.json"
