@@ -65,17 +65,21 @@ def _per_query_mean(loss: Tensor, valid: Tensor | None, query_valid: Tensor | No
     return _masked_mean(per_query, query_valid)
 
 
+def _wide_dtype(dtype: torch.dtype) -> torch.dtype:
+    """At least float32: bf16 and fp16 are widened, float64 stays."""
+    return torch.promote_types(dtype, torch.float32)
+
+
 def _wide(logits: Tensor) -> Tensor:
-    """Logits in at least float32 (bf16 and fp16 are widened, float64 stays)."""
-    return logits.to(torch.promote_types(logits.dtype, torch.float32))
+    """Logits in at least float32 (see `_wide_dtype`)."""
+    return logits.to(_wide_dtype(logits.dtype))
 
 
 def _query_weights(query_valid: Tensor | None, like: Tensor) -> Tensor:
     """(B, Q, 1) weight of each query in a mean over the contributing queries: 1 / their number, or 0."""
     if query_valid is None:
         query_valid = torch.ones(like.shape[:2], dtype=torch.bool, device=like.device)
-    dtype = torch.promote_types(like.dtype, torch.float32)
-    return query_valid[..., None].to(dtype) / query_valid.sum().clamp(min=1)
+    return query_valid[..., None].to(_wide_dtype(like.dtype)) / query_valid.sum().clamp(min=1)
 
 
 class _MaskBCE(torch.autograd.Function):
