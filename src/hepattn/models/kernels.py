@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.nn.attention.flex_attention import and_masks, create_block_mask, flex_attention
 
-from hepattn.models.window_blocks import window_block_mask
+from hepattn.models.block_masks import dense_block_mask, packed_block_mask, window_block_mask
 
 try:
     from flash_attn import flash_attn_varlen_func
@@ -194,7 +194,7 @@ def _flex_ops(q: Tensor, window: int | None):
 
     Eager, both build the dense (B, H, Nq, Nk) mask and scores: one windowed encoder at 4k hits peaked at
     1.6 GB on CPU, growing as N^2. Compiled, they work block by block. (Windows over padded events do
-    not use create_block_mask: `window_blocks.window_block_mask` lists their blocks without N^2 calls.)
+    not use create_block_mask: `block_masks.window_block_mask` lists their blocks without N^2 calls.)
     Inductor's CPU template takes no float64 and has no backward, so those inputs (the float64 test
     oracle, CPU training) stay eager, and so does every CPU call on a CPU without AVX-512 (see
     `compiled_flex_on_cpu`). On CPU only windows are compiled, one static shape per length (torch 2.13):
@@ -258,7 +258,8 @@ def flex_kernel(
         return attend(q, k, v)
     # attn_valid changes from call to call (mask attention): only masks without it are reused. Inside a
     # compiled graph each layer builds its own (reuse through the dict is not tested under torch.compile).
-    if attn_valid is not None or torch.compiler.is_compiling():
+    compiling = torch.compiler.is_compiling()
+    if attn_valid is not None or compiling:
         reuse = None
     key = ("flex", B, Nq, Nk, window, wrap, num_global, kv_valid is not None, cu_seqlens is not None)
 
@@ -266,6 +267,12 @@ def flex_kernel(
         with torch.no_grad():  # a block mask holds block indices only; one compiled variant for both modes
             if window is not None and cu_seqlens is None and attn_valid is None:  # linear in N
                 return window_block_mask(and_masks(*mods), length[:, 0], Nk, window, wrap, num_global)
+            if cu_seqlens is not None and attn_valid is None and not compiling:  # (N / 128)^2
+                return packed_block_mask(
+                    and_masks(*mods), cu_seqlens, window, wrap, num_global, kv_valid is None
+                )
+            if attn_valid is not None and window is None and cu_seqlens is None and not compiling:
+                return dense_block_mask(and_masks(*mods), attn_valid, kv_valid)  # one pass over the mask
             return make_block_mask(and_masks(*mods), B, None, Nq, Nk, device=q.device)
 
     return attend(q, k, v, block_mask=_reused(reuse, key, build))
