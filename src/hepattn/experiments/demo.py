@@ -84,8 +84,17 @@ RECONSTRUCTION_FIELDS = ("track_threshold", "min_mask_prob", "fit_max_hits", "fi
                          "refine_z", "recover_xy", "recover_z")  # fmt: skip
 
 QUICK = DemoSettings()
+# --long's validity threshold and fit cut were chosen on a tuning sample of 100 more events (docs/trackml.md)
 LONG = DemoSettings(
-    pileup=10.0, train_events=800, test_events=100, filter_steps=2500, tracker_steps=6000, mlp_ratio=4.0
+    pileup=10.0,
+    train_events=800,
+    test_events=100,
+    filter_steps=2500,
+    tracker_steps=6000,
+    mlp_ratio=4.0,
+    track_threshold=0.003,
+    fit_max_xy=2.0,
+    fit_max_z=4.0,
 )
 
 
