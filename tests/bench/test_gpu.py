@@ -2,7 +2,7 @@
 """The CUDA path: flex mask attention equals the dense reference, bf16 runs, memory stays linear.
 
 Every test needs a CUDA device (``gpu`` marker; skipped elsewhere). All passed on an NVIDIA H200 with
-torch 2.11 on 2026-11-29 (docs/benchmarks.md, "GPU results").
+torch 2.11 on 2026-11-29 (docs/benchmarks.md, "GPU results"), except the block-table test, written after.
 """
 
 import json
@@ -14,6 +14,7 @@ import torch
 from hepattn.bench.cases import build_module
 from hepattn.bench.timing import GB, PeakMemory
 from hepattn.cli import main
+from hepattn.models import kernels
 from hepattn.models.attention import Attention, available_kernels
 from hepattn.models.criterion import SetCriterion
 from hepattn.models.decoder import Decoder
@@ -95,6 +96,40 @@ def test_flex_encoder_outputs_and_gradients_equal_torch_on_cuda():
         torch.testing.assert_close(
             p_flex.grad, p_ref.grad, atol=1e-3, rtol=1e-3, msg=partial("{}: {}".format, name)
         )
+
+
+def block_tiles(g: torch.Generator, rows: int, cols: int) -> torch.Tensor:
+    """(rows, cols) mask of 128 x 128 tiles all allowed, all forbidden or mixed: full, empty and partial."""
+    kind = torch.randint(0, 3, (-(-rows // 128), -(-cols // 128)), generator=g, device=CUDA)
+    kind = kind.repeat_interleave(128, 0).repeat_interleave(128, 1)[:rows, :cols]
+    return (kind == 1) | ((kind == 2) & (torch.rand(rows, cols, generator=g, device=CUDA) < 0.3))
+
+
+@pytest.mark.parametrize("case", ["mask", "packed", "packed_window"])
+def test_compiled_flex_reads_its_block_tables_like_the_torch_kernel(case):
+    """Compiled flex visits only the listed blocks and skips the rule in full ones (eager flex on CPU does
+    neither): with the block masks of mask attention (full blocks, padded keys) and of packed events
+    (with and without a wrapped window) it equals the torch kernel, fp32 without TF32."""
+    g = torch.Generator(device=CUDA).manual_seed(0)
+    kw = {}
+    if case == "mask":
+        B, N = 2, 900
+        kw["attn_valid"] = torch.stack([block_tiles(g, 700, N) for _ in range(B)])
+        kw["attn_valid"][0, 3] = False
+        kw["kv_valid"] = torch.arange(N, device=CUDA) < torch.tensor([[N], [650]], device=CUDA)
+        nq = 700
+    else:
+        B, lengths = 1, [600, 40, 90, 7, 700, 300]
+        kw["cu_seqlens"] = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], device=CUDA)
+        N = nq = sum(lengths)
+        if case == "packed_window":
+            kw |= {"window": 258, "wrap": True, "num_global": 2}
+    q = torch.randn(B, 4, nq, 32, generator=g, device=CUDA)
+    k, v = (torch.randn(B, 4, N, 32, generator=g, device=CUDA) for _ in range(2))
+    with torch.no_grad():
+        got = kernels.flex_kernel(q, k, v, **kw)
+        expected = kernels.torch_kernel(q, k, v, **kw)
+    torch.testing.assert_close(got, expected, atol=2e-5, rtol=2e-5)
 
 
 def test_matching_cost_is_float32_under_bf16_autocast():
