@@ -193,8 +193,9 @@ def _flex_ops(q: Tensor, window: int | None):
     """create_block_mask and flex_attention: compiled, unless already under a compile or unsupported there.
 
     Eager, both build the dense (B, H, Nq, Nk) mask and scores: one windowed encoder at 4k hits peaked at
-    1.6 GB on CPU, growing as N^2. Compiled, they work block by block. (Windows over padded events do
-    not use create_block_mask: `block_masks.window_block_mask` lists their blocks without N^2 calls.)
+    1.6 GB on CPU, growing as N^2. Compiled, they work block by block. (Outside a compiled graph, windows
+    over padded events, mask attention and packed events do not use create_block_mask: `block_masks`
+    lists their blocks without calling the rule at every pair.)
     Inductor's CPU template takes no float64 and has no backward, so those inputs (the float64 test
     oracle, CPU training) stay eager, and so does every CPU call on a CPU without AVX-512 (see
     `compiled_flex_on_cpu`). On CPU only windows are compiled, one static shape per length (torch 2.13):
