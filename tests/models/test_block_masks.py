@@ -4,6 +4,7 @@ import pytest
 import torch
 from torch.nn.attention.flex_attention import BlockMask, and_masks, create_block_mask
 
+from hepattn.models import block_masks
 from hepattn.models.block_masks import (
     BLOCK,
     dense_block_mask,
@@ -196,3 +197,14 @@ def test_packed_block_maps_grow_as_blocks_squared_not_tokens():
     some, _ = packed_block_maps(cu, 512, False, 0)
     assert some.shape == (1, 500, 500)
     assert int(some.sum(-1).max()) <= (BLOCK + 512) // BLOCK + 3
+
+
+def test_packed_block_maps_in_chunks_of_query_blocks_equal_all_at_once(monkeypatch):
+    """The block pairs are worked out a few query blocks at a time (bounded temporaries at large N)."""
+    cu = torch.tensor([0, 600, 640, 730, 737, 1437, 1737])
+    for window, wrap, num_global in [(None, False, 0), (258, True, 2)]:
+        whole = packed_block_maps(cu, window, wrap, num_global)
+        monkeypatch.setattr(block_masks, "PAIRS_AT_ONCE", 30)  # 2 of the 14 query blocks at a time
+        chunked = packed_block_maps(cu, window, wrap, num_global)
+        monkeypatch.undo()
+        assert all(torch.equal(a, b) for a, b in zip(whole, chunked, strict=True))

@@ -24,6 +24,7 @@ from torch import Tensor
 from torch.nn.attention.flex_attention import BlockMask
 
 BLOCK = 128  # flex's default block size
+PAIRS_AT_ONCE = 2**22  # block pairs that packed_block_maps works out at a time (bounds its temporaries)
 
 
 def window_kv_blocks(n: Tensor, N: int, window: int, wrap: bool, num_global: int, block: int = BLOCK):
@@ -177,23 +178,40 @@ def packed_block_maps(
     last = torch.clamp(first + block - 1, max=N - 1)
     seg_first = torch.searchsorted(cu[1:], first, right=True)  # event of each block's first token
     seg_last = torch.searchsorted(cu[1:], last, right=True)
-    lo = torch.maximum(seg_first[:, None], seg_first[None, :])  # (nb, nb) shared events lo..hi
-    hi = torch.minimum(seg_last[:, None], seg_last[None, :])
-    some = lo <= hi
     whole = (seg_first == seg_last) & (last - first + 1 == block)  # a complete block inside one event
-    full = some & whole[:, None] & whole[None, :]
+    keys = (first, last, seg_first, seg_last)
+    rows = max(1, PAIRS_AT_ONCE // nb)  # query blocks at a time
+    maps = []
+    for r in range(0, nb, rows):
+        queries = tuple(t[r : r + rows, None] for t in keys)
+        some, full = _packed_pairs(
+            cu, queries, keys, whole[r : r + rows, None] & whole, window, wrap, num_global
+        )
+        maps.append((some, full))
+    some, full = (torch.cat(m) for m in zip(*maps, strict=True))
+    return some.unsqueeze(0), full.unsqueeze(0)
+
+
+def _packed_pairs(cu: Tensor, queries: tuple, keys: tuple, whole: Tensor, window, wrap, num_global):
+    """``packed_block_maps`` for some query blocks: (first, last, seg_first, seg_last) of each, as columns."""
+    first, last, seg_first, seg_last = queries
+    k_first, k_last, k_seg_first, k_seg_last = keys
+    lo = torch.maximum(seg_first, k_seg_first)  # the shared events are lo..hi
+    hi = torch.minimum(seg_last, k_seg_last)
+    some = lo <= hi
+    full = some & whole
     if window is not None:
         s = lo.clamp(max=len(cu) - 2)
-        start, length = cu[s], cu[s + 1] - cu[s]
-        a1, a2 = first[:, None].clamp(min=start) - start, last[:, None].clamp(max=start + length - 1) - start
-        c1, c2 = first[None, :].clamp(min=start) - start, last[None, :].clamp(max=start + length - 1) - start
+        start, end = cu[s], cu[s + 1] - 1
+        a1, a2 = first.clamp(min=start) - start, last.clamp(max=end) - start  # positions in event s
+        c1, c2 = k_first.clamp(min=start) - start, k_last.clamp(max=end) - start
         gap = torch.clamp(torch.maximum(c1 - a2, a1 - c2), min=0)  # smallest |query - key| position
         if wrap:  # on a ring of length - G: the largest difference, the other way round, may be smaller
-            gap = torch.minimum(gap, length - num_global - torch.maximum(a2 - c1, c2 - a1))
+            gap = torch.minimum(gap, end + 1 - start - num_global - torch.maximum(a2 - c1, c2 - a1))
         near = (gap <= window // 2) | (a1 < num_global) | (c1 < num_global)
         some = some & ((hi > lo) | near)  # hi > lo: the diagonal block of a boundary
         full = torch.zeros_like(some)
-    return some.unsqueeze(0), full.unsqueeze(0)
+    return some, full
 
 
 @torch.compiler.disable  # like window_block_mask: built eagerly, then handed to the kernel
