@@ -19,6 +19,14 @@ from hepattn.models.kernels import ring_allowed
 CASES = list(itertools.product([100, 300, 700], [8, 200, 512], [False, True], [0, 3, 130]))
 
 
+def listed(count: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+    """(..., nq, nk) True at the key blocks that a (..., nq) count and (..., nq, nk) index table list."""
+    nk = indices.shape[-1]
+    used = torch.arange(nk) < count.unsqueeze(-1)
+    blocks = torch.zeros(*indices.shape[:-1], nk + 1, dtype=torch.bool)
+    return blocks.scatter_(-1, torch.where(used, indices.long(), nk), True)[..., :nk]
+
+
 @pytest.mark.parametrize(("N", "window", "wrap", "num_global"), [c for c in CASES if c[3] < c[0]])
 def test_listed_blocks_hold_every_allowed_pair(N, window, wrap, num_global):
     """Each query block lists every key block in which create_block_mask (N^2 rule calls) finds an
@@ -35,13 +43,10 @@ def test_listed_blocks_hold_every_allowed_pair(N, window, wrap, num_global):
         return real & ring_allowed(pos[b, qi], pos[b, kj], length[b, qi], window, wrap, num_global)
 
     needed = create_block_mask(rule, B, None, N, N, device="cpu").to_dense()[:, 0].bool()  # (B, nq, nk)
-    count, indices = window_kv_blocks(n, N, window, wrap, num_global)
-    listed = torch.zeros_like(needed)
-    for b, i in itertools.product(range(B), range(needed.shape[1])):
-        listed[b, i, indices[b, i, : count[b, i]].long()] = True
-    assert not (needed & ~listed).any()
+    lists = listed(*window_kv_blocks(n, N, window, wrap, num_global))
+    assert not (needed & ~lists).any()
     mask = window_block_mask(rule, n, N, window, wrap, num_global)  # what flex reads: the same lists
-    assert torch.equal(mask.to_dense()[:, 0].bool(), listed)
+    assert torch.equal(mask.to_dense()[:, 0].bool(), lists)
 
 
 @pytest.mark.parametrize("wrap", [False, True])
@@ -74,14 +79,8 @@ def test_dense_blocks_are_the_tiles_with_some_and_with_only_allowed_pairs():
     attn_valid = block_structured_mask(g, B, Nq, Nk)
     kv_valid = torch.arange(Nk) < torch.tensor([[Nk], [333]])  # the second event's keys are padded
     partial_n, partial, full_n, full = dense_kv_blocks(attn_valid, kv_valid)
+    listed_partial, listed_full = listed(partial_n, partial), listed(full_n, full)
     nq, nk = partial.shape[1:]
-    listed_partial, listed_full = (
-        torch.zeros(B, nq, nk, dtype=torch.bool),
-        torch.zeros(B, nq, nk, dtype=torch.bool),
-    )
-    for b, i in itertools.product(range(B), range(nq)):
-        listed_partial[b, i, partial[b, i, : partial_n[b, i]].long()] = True
-        listed_full[b, i, full[b, i, : full_n[b, i]].long()] = True
     for b, i, j in itertools.product(range(B), range(nq), range(nk)):
         rows, cols = slice(i * BLOCK, (i + 1) * BLOCK), slice(j * BLOCK, (j + 1) * BLOCK)
         tile, keys = attn_valid[b, rows, cols], kv_valid[b, cols]
@@ -94,11 +93,7 @@ def test_dense_blocks_are_the_tiles_with_some_and_with_only_allowed_pairs():
     needed = create_block_mask(lambda b, h, q, k: allowed[b, q, k], B, None, Nq, Nk, device="cpu")
     assert not (needed.to_dense()[:, 0].bool() & ~(listed_partial | listed_full)).any()
     partial_n, partial, full_n, full = dense_kv_blocks(allowed)  # the padded keys in the mask itself
-    exact = torch.zeros_like(listed_full)
-    for b, i in itertools.product(range(B), range(nq)):
-        exact[b, i, partial[b, i, : partial_n[b, i]].long()] = True
-        exact[b, i, full[b, i, : full_n[b, i]].long()] = True
-    assert torch.equal(needed.to_dense()[:, 0].bool(), exact)
+    assert torch.equal(needed.to_dense()[:, 0].bool(), listed(partial_n, partial) | listed(full_n, full))
 
 
 def flex_view(mask: BlockMask, rule: torch.Tensor) -> torch.Tensor:
@@ -106,19 +101,15 @@ def flex_view(mask: BlockMask, rule: torch.Tensor) -> torch.Tensor:
     partial blocks, every pair of the full blocks, nothing elsewhere. (Eager flex, on CPU, ignores the
     block tables and applies the rule everywhere, so it cannot check them; tests/bench/test_gpu.py
     checks compiled flex itself.)"""
-    B, Nq, Nk = rule.shape
-    nq, nk = mask.kv_num_blocks.shape[-1], mask.kv_indices.shape[-1]
-    padded = torch.nn.functional.pad(rule, (0, nk * BLOCK - Nk, 0, nq * BLOCK - Nq))
-    view = torch.zeros_like(padded)
-    tables = [(mask.kv_num_blocks, mask.kv_indices, False)]
+    Nq, Nk = rule.shape[1:]
+
+    def tokens(blocks):  # (B, nq, nk) blocks -> (B, Nq, Nk) pairs
+        return blocks.repeat_interleave(BLOCK, 1).repeat_interleave(BLOCK, 2)[:, :Nq, :Nk]
+
+    view = tokens(listed(mask.kv_num_blocks[:, 0], mask.kv_indices[:, 0])) & rule
     if mask.full_kv_num_blocks is not None:
-        tables.append((mask.full_kv_num_blocks, mask.full_kv_indices, True))
-    for count, indices, full in tables:
-        for b, i in itertools.product(range(B), range(nq)):
-            for j in indices[b, 0, i, : count[b, 0, i]].tolist():
-                tile = (b, slice(i * BLOCK, (i + 1) * BLOCK), slice(j * BLOCK, (j + 1) * BLOCK))
-                view[tile] = True if full else padded[tile]
-    return view[:, :Nq, :Nk]
+        view |= tokens(listed(mask.full_kv_num_blocks[:, 0], mask.full_kv_indices[:, 0]))
+    return view
 
 
 def test_flex_sees_the_dense_mask_through_its_blocks():
@@ -166,11 +157,8 @@ def test_packed_blocks_hold_every_allowed_pair(lengths, window, wrap, num_global
     some, full = packed_block_maps(cu, window, wrap, num_global)
     assert torch.equal(needed.to_dense()[:, 0].bool(), some)
     if window is None:
-        expected_full = torch.zeros_like(full)
-        count, indices = needed.full_kv_num_blocks[0, 0], needed.full_kv_indices[0, 0]
-        for i in range(full.shape[1]):
-            expected_full[0, i, indices[i, : count[i]].long()] = True
-        assert torch.equal(full, expected_full) and full.any()
+        assert torch.equal(full, listed(needed.full_kv_num_blocks[:, 0], needed.full_kv_indices[:, 0]))
+        assert full.any()
     mask = packed_block_mask(rule, cu, window, wrap, num_global)  # what flex reads: the same lists
     assert torch.equal(mask.to_dense()[:, 0].bool(), some)
 
