@@ -84,16 +84,20 @@ def window_block_mask(
     Under torch.compile it runs eagerly (a graph break): inductor failed to lower this builder together
     with a captured mask_mod on CPU (torch 2.13), while each part alone compiled.
     """
-    count, indices = window_kv_blocks(n, N, window, wrap, num_global, block)
-    return BlockMask.from_kv_blocks(
-        count.unsqueeze(1), indices.unsqueeze(1), BLOCK_SIZE=block, mask_mod=mask_mod, seq_lengths=(N, N)
-    )
+    return _from_tables(window_kv_blocks(n, N, window, wrap, num_global, block), mask_mod, (N, N), block)
 
 
 def _block_table(blocks: Tensor) -> tuple[Tensor, Tensor]:
     """(B, nq) counts and (B, nq, nk) indices of the True entries of a (B, nq, nk) block map, listed first."""
     indices = torch.argsort((~blocks).byte(), dim=-1, stable=True)  # True blocks first, in key order
     return blocks.sum(-1).int(), indices.int()
+
+
+def _from_tables(tables: tuple, mask_mod, seq_lengths: tuple[int, int], block: int = BLOCK) -> BlockMask:
+    """A BlockMask (one head) from (B, nq) partial counts and (B, nq, nk) indices, then full ones if any."""
+    return BlockMask.from_kv_blocks(
+        *(t.unsqueeze(1) for t in tables), BLOCK_SIZE=block, mask_mod=mask_mod, seq_lengths=seq_lengths
+    )
 
 
 def _key_tiles(mask: Tensor, block: int) -> tuple[Tensor, Tensor]:
@@ -146,16 +150,7 @@ def dense_block_mask(mask_mod, attn_valid: Tensor, kv_valid: Tensor | None = Non
 
     One pass over the mask, instead of ``create_block_mask``'s call of ``mask_mod`` at every pair.
     """
-    count, indices, full_count, full_indices = dense_kv_blocks(attn_valid, kv_valid)
-    return BlockMask.from_kv_blocks(
-        count.unsqueeze(1),
-        indices.unsqueeze(1),
-        full_count.unsqueeze(1),
-        full_indices.unsqueeze(1),
-        BLOCK_SIZE=BLOCK,
-        mask_mod=mask_mod,
-        seq_lengths=tuple(attn_valid.shape[1:]),
-    )
+    return _from_tables(dense_kv_blocks(attn_valid, kv_valid), mask_mod, tuple(attn_valid.shape[1:]))
 
 
 def packed_block_maps(
@@ -199,19 +194,18 @@ def _packed_pairs(cu: Tensor, queries: tuple, keys: tuple, whole: Tensor, window
     lo = torch.maximum(seg_first, k_seg_first)  # the shared events are lo..hi
     hi = torch.minimum(seg_last, k_seg_last)
     some = lo <= hi
-    full = some & whole
-    if window is not None:
-        s = lo.clamp(max=len(cu) - 2)
-        start, end = cu[s], cu[s + 1] - 1
-        a1, a2 = first.clamp(min=start) - start, last.clamp(max=end) - start  # positions in event s
-        c1, c2 = k_first.clamp(min=start) - start, k_last.clamp(max=end) - start
-        gap = torch.clamp(torch.maximum(c1 - a2, a1 - c2), min=0)  # smallest |query - key| position
-        if wrap:  # on a ring of length - G: the largest difference, the other way round, may be smaller
-            gap = torch.minimum(gap, end + 1 - start - num_global - torch.maximum(a2 - c1, c2 - a1))
-        near = (gap <= window // 2) | (a1 < num_global) | (c1 < num_global)
-        some = some & ((hi > lo) | near)  # hi > lo: the diagonal block of a boundary
-        full = torch.zeros_like(some)
-    return some, full
+    if window is None:
+        return some, some & whole
+    s = lo.clamp(max=len(cu) - 2)
+    start, end = cu[s], cu[s + 1] - 1
+    a1, a2 = first.clamp(min=start) - start, last.clamp(max=end) - start  # positions in event s
+    c1, c2 = k_first.clamp(min=start) - start, k_last.clamp(max=end) - start
+    gap = torch.clamp(torch.maximum(c1 - a2, a1 - c2), min=0)  # smallest |query - key| position
+    if wrap:  # on a ring of length - G: the largest difference, the other way round, may be smaller
+        gap = torch.minimum(gap, end + 1 - start - num_global - torch.maximum(a2 - c1, c2 - a1))
+    near = (gap <= window // 2) | (a1 < num_global) | (c1 < num_global)
+    some = some & ((hi > lo) | near)  # hi > lo: the diagonal block of a boundary
+    return some, torch.zeros_like(some)  # with a window no block is full
 
 
 @torch.compiler.disable  # like window_block_mask: built eagerly, then handed to the kernel
@@ -233,9 +227,4 @@ def packed_block_mask(
     if not full:
         whole = torch.zeros_like(whole)
     N = int(cu_seqlens[-1])
-    return BlockMask.from_kv_blocks(
-        *(t.unsqueeze(1) for t in (*_block_table(some & ~whole), *_block_table(whole))),
-        BLOCK_SIZE=BLOCK,
-        mask_mod=mask_mod,
-        seq_lengths=(N, N),
-    )
+    return _from_tables((*_block_table(some & ~whole), *_block_table(whole)), mask_mod, (N, N))
