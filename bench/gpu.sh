@@ -45,6 +45,11 @@ bench --hits 10000 --parts model --kernels torch --compile graphs --budget 60 \
 #     losses kept less for backward; about 2.9 GB expected), and the step time with the matching
 bench --hits 10000 --parts train --kernels flex --budget 60 --json "$out/bench_cuda_train_10k_flex.json"
 
+# 3c. the exact matcher on an untrained model's 8 layers of 2,000 x 1,300 costs: SciPy alone (2.5 s with 16
+#     host threads on 2026-11-29), with the Sinkhorn warm start (potentials on the GPU), lapx
+bench --hits 10000 --parts matcher --kernels torch --repeats 1 --budget 30 \
+    --json "$out/bench_cuda_matcher_10k.json"
+
 # 4. pixel scale, eager: every kernel and part of the tracker at 10k hits, the filter at 57k hits
 bench --hits 10000 --parts encoder,decoder,model,train,matcher --budget $(($(left) / 2)) \
     --json "$out/bench_cuda_tracker_10k.json"

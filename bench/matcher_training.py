@@ -38,12 +38,13 @@ class TimedMatcher(nn.Module):
         return out
 
 
-def train(hits: int, steps: int, events: int, solver: str, out: Path) -> list[dict]:
+def train(hits: int, steps: int, events: int, solver: str, sinkhorn_iters: int, out: Path) -> list[dict]:
     """One row per step: step, matcher_ms, step_s, loss, Q, T; `out` is rewritten after every step."""
     args = [a for a in overrides("tracking", "torch", "reduced") if "num_queries" not in a]
     args += [
         f"--model.lr_scheduler.init_args.total_steps={steps}",
         f"--model.criterion.init_args.matcher.init_args.solver={solver}",
+        f"--model.criterion.init_args.matcher.init_args.sinkhorn_iters={sinkhorn_iters}",
     ]
     cli = build([CONFIGS / "tracking.yaml"], args)
     module, clip = cli.model, cli.trainer.gradient_clip_val
@@ -114,13 +115,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=180)
     parser.add_argument("--events", type=int, default=16, help="synthetic events, cycled over")
     parser.add_argument("--solver", default="scipy")
+    parser.add_argument("--sinkhorn-iters", type=int, default=0, help="the matcher's warm start (0: none)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--out", type=Path, required=True, help="JSON file for the rows")
     parser.add_argument("--plot", type=Path, default=None, help="PNG: matcher and step time, loss")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    rows = train(args.hits, args.steps, args.events, args.solver, args.out)
+    rows = train(args.hits, args.steps, args.events, args.solver, args.sinkhorn_iters, args.out)
     if args.plot:
         plot(rows, args.plot)
 

@@ -22,6 +22,8 @@ def test_bench_writes_a_row_per_part_with_the_required_keys(tmp_path):
         assert set(row) >= REQUIRED, row
         assert row["median_ms"] > 0 and len(row["times_ms"]) == 2
         assert row["peak_mb"] is None or row["peak_mb"] >= 0
+    warm = [s for s in report["skipped"] if s["kernel"] == "scipy+sinkhorn"]  # one per hit count, CUDA only
+    assert len(warm) == 2 and all("CUDA" in s["reason"] for s in warm)
     header = report["header"]
     assert {"date", "cpu", "cpu_count", "torch_threads", "versions", "settings", "peak_memory"} <= set(header)
     assert header["versions"]["torch"] and header["torch_threads"] == 1

@@ -149,6 +149,23 @@ def test_matching_cost_is_float32_under_bf16_autocast():
     torch.testing.assert_close(cost, expected)
 
 
+def test_sinkhorn_warm_start_on_cuda_keeps_the_optimum():
+    """Potentials from the device; the host solves the square problem they give: same total cost."""
+    generator = torch.Generator(device=CUDA).manual_seed(6)
+    cost = 2.5 + 0.3 * torch.randn(3, 600, 400, device=CUDA, generator=generator)
+    cost[:, :5] -= 1.0  # queries that every target likes, as in an untrained tracker's costs
+    target_valid = torch.ones(3, 400, dtype=torch.bool, device=CUDA)
+    plain = HungarianMatcher()(cost, None, target_valid)
+    warm = HungarianMatcher(sinkhorn_iters=400)(cost, None, target_valid)
+    assert warm.device == cost.device
+    for b in range(3):
+        totals = [
+            cost[b].double().gather(1, m[b].clamp(min=0)[:, None])[m[b] >= 0].sum() for m in (plain, warm)
+        ]
+        torch.testing.assert_close(totals[1], totals[0], rtol=0, atol=1e-9)
+        assert sorted(warm[b][warm[b] >= 0].tolist()) == list(range(400))
+
+
 def test_bench_on_cuda_in_bf16_writes_every_row(tmp_path):
     out = tmp_path / "bench.json"
     args = ["bench", "--device", "cuda", "--hits", "4000", "--parts", "encoder,decoder,model,train,matcher"]
@@ -157,5 +174,5 @@ def test_bench_on_cuda_in_bf16_writes_every_row(tmp_path):
     report = json.loads(out.read_text())
     assert report["failed"] == [] and report["header"]["cuda"]["name"]
     modes = {(r["kernel"], r["mode"]) for r in report["rows"]}
-    assert {("flex", "train"), ("flex", "model"), ("torch", "train")} <= modes
+    assert {("flex", "train"), ("flex", "model"), ("torch", "train"), ("scipy+sinkhorn", "matcher")} <= modes
     assert all(r["precision"] == "bf16" and r["peak_mb"] is not None for r in report["rows"])

@@ -12,7 +12,7 @@
   backward, gradient clipping as the config's trainer does, and the optimizer step.
 - matcher: the matcher alone on the summed costs of every decoder layer, stacked (L B, Q, T) as the
   criterion hands them over once per training step, host copy included; one row per assignment solver,
-  named in the kernel column.
+  named in the kernel column ("scipy+sinkhorn": SciPy with the Sinkhorn warm start, CUDA only).
 - filter: ``MaskFormer.forward`` of the hit filter (filter.yaml), inference.
 """
 
@@ -35,8 +35,13 @@ class Skip(Exception):
     """A part that cannot run in this setting; the message says why and goes into the report."""
 
 
+SINKHORN_ITERS = 400  # of the warm-started matcher rows, "scipy+sinkhorn"
+
+
 def available_solvers() -> list[str]:
-    return [name for name in SOLVERS if name != "lap" or lap is not None]
+    """The matcher rows: every installed solver, and SciPy warm-started by Sinkhorn potentials."""
+    solvers = [name for name in SOLVERS if name != "lap" or lap is not None]
+    return [*solvers[:1], "scipy+sinkhorn", *solvers[1:]]
 
 
 def autocast(device: torch.device, precision: str) -> Callable[[], AbstractContextManager]:
@@ -148,10 +153,19 @@ def matcher_inputs(case: Case, ctx) -> tuple[Tensor, Tensor | None, Tensor]:
     return recorder.calls[-1]
 
 
+def check_solver(solver: str, device: torch.device) -> None:
+    if solver.endswith("+sinkhorn") and device.type == "cpu":
+        raise Skip("the Sinkhorn warm start is for CUDA: on a CPU its iterations take longer than they save")
+
+
 def matcher_from_inputs(
     cost: Tensor, query_valid: Tensor | None, target_valid: Tensor, solver: str
 ) -> Callable[[], object]:
-    return _inference(HungarianMatcher(solver), nullcontext, cost, query_valid, target_valid)
+    """The matcher on these inputs; "name+sinkhorn" is solver name with `SINKHORN_ITERS` of warm start."""
+    check_solver(solver, cost.device)
+    name, _, warm = solver.partition("+")
+    matcher = HungarianMatcher(name, sinkhorn_iters=SINKHORN_ITERS if warm else 0)
+    return _inference(matcher, nullcontext, cost, query_valid, target_valid)
 
 
 def matcher(case: Case, ctx, solver: str) -> Callable[[], object]:

@@ -220,6 +220,7 @@ class Runner:
             key = self._key(case.n_hits, solver, "matcher", precision, "off", case)
 
             def make(solver=solver):
+                P.check_solver(solver, self.device)  # before a forward pass for nothing
                 inputs.setdefault("args", P.matcher_inputs(case, ctx))  # one forward for every solver
                 return P.matcher_from_inputs(*inputs["args"], solver=solver)
 
