@@ -129,9 +129,10 @@ class HungarianMatcher(nn.Module):
             workers: threads that solve rows side by side; None: one per CPU core (at most one per row).
             sinkhorn_iters: if > 0, the exact solver gets a warm start: column potentials from this many
                 Sinkhorn iterations on the cost's device (`sinkhorn_potentials`), and it solves the square
-                problem with dummy targets that they give. Pays where the targets are many and the device is
-                fast (an untrained tracker's 2,000 x 1,300 costs: 400 iterations, SciPy 0.3 s instead of
-                2-3 s); on a CPU the iterations cost more than they save. Rows where the dummies would
+                problem with dummy targets that they give. Shortens the solve where the targets are many
+                (an untrained tracker's 2,000 x 1,300 costs: 400 iterations, SciPy 0.2-0.3 s instead of
+                2-2.5 s), but on a CPU the iterations cost more than they save (30 s on one core for such
+                a layer); on a GPU they are not yet timed (docs/benchmarks.md). Rows where the dummies would
                 outnumber the targets are solved as they are (a trained demo tracker's 5,003 x 144 costs:
                 43 ms, but 1.1 s as a 5,003 x 5,003 square). 0 (default): none.
         """
