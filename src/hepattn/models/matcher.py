@@ -193,8 +193,8 @@ class HungarianMatcher(nn.Module):
         def solve_row(problem):
             b, queries, targets = problem
             row_cost = make_finite(cost_np[b][np.ix_(queries, targets)].astype(np.float64))
-            if potentials is None or len(queries) - len(targets) > len(targets):
-                return solve(row_cost)  # more dummies than targets: the square problem would cost more
+            if potentials is None or not potentials[b].any() or len(queries) - len(targets) > len(targets):
+                return solve(row_cost)  # no potentials, or more dummies than targets: a costlier square
             rows, cols = solve(square_with_potentials(row_cost, potentials[b][np.r_[targets, num_targets]]))
             real = cols < len(targets)  # the others are dummy targets
             return rows[real], cols[real]
