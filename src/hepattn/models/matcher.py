@@ -79,20 +79,19 @@ def sinkhorn_potentials(cost: Tensor, query_valid: Tensor, target_valid: Tensor,
     mean = cost.sum((1, 2), keepdim=True) / count
     spread = (torch.where(valid, cost - mean, 0.0).pow(2).sum((1, 2), keepdim=True) / count).sqrt()
     tau = spread.clamp(min=1e-6)  # (B, 1, 1), the first temperature
-    S = torch.cat([cost, cost.new_zeros(B, Q, 1)], 2)  # (B, Q, T + 1), the dummy column last
     allowed = torch.cat([valid, (query_valid & (n_dummy > 0)[:, None])[:, :, None]], 2)
+    # (B, Q, T + 1), the dummy column last; +inf where no pair is allowed, so that exp(-S / tau) = 0 there
+    S = torch.cat([cost, cost.new_zeros(B, Q, 1)], 2).masked_fill_(~allowed, float("inf"))
     log_mass = torch.zeros(B, 1, T + 1, device=cost.device)
     log_mass[:, 0, T] = n_dummy.clamp(min=1).float().log()
     decay = 1e-5 ** (1 / max(iters - 1, 1))
     f, g = cost.new_zeros(B, Q, 1), cost.new_zeros(B, 1, T + 1)
-    neg_inf = torch.tensor(float("-inf"), device=cost.device)
+    has_row, has_col = query_valid[:, :, None], allowed.any(1, keepdim=True)
     for i in range(iters):
         if i:
             tau = tau * decay
-        f = -tau * torch.where(allowed, (g - S) / tau, neg_inf).logsumexp(2, keepdim=True)
-        f = torch.where(query_valid[:, :, None], f, 0.0)
-        g = tau * (log_mass - torch.where(allowed, (f - S) / tau, neg_inf).logsumexp(1, keepdim=True))
-        g = torch.where(allowed.any(1, keepdim=True), g, 0.0)
+        f = torch.where(has_row, -tau * (g - S).div_(tau).logsumexp(2, keepdim=True), 0.0)
+        g = torch.where(has_col, tau * (log_mass - (f - S).div_(tau).logsumexp(1, keepdim=True)), 0.0)
     if iters:
         g = g - tau * log_mass  # the merged dummy's potential -> that of each of its unit columns
     g = g.squeeze(1)
