@@ -52,7 +52,7 @@ def train(hits: int, steps: int, events: int, solver: str, sinkhorn_iters: int, 
     optimizers = module.configure_optimizers()
     optimizer, scheduler = optimizers["optimizer"], optimizers["lr_scheduler"]["scheduler"]
     criterion.matcher = timed = TimedMatcher(criterion.matcher)
-    n_targets = num_targets("tracking", hits, net.queries.num_queries)
+    n_queries, n_targets = num_queries(net, hits), num_targets("tracking", hits, net.queries.num_queries)
     batches = [
         make_batch(synthetic_event(hits, n_targets, seed), net.input_net.fields, torch.device("cpu"))
         for seed in range(events)
@@ -75,7 +75,7 @@ def train(hits: int, steps: int, events: int, solver: str, sinkhorn_iters: int, 
                 matcher_ms=1000 * timed.seconds[-1],
                 step_s=step_s,
                 loss=loss.item(),
-                Q=num_queries(net, hits),
+                Q=n_queries,
                 T=n_targets,
             )
         )

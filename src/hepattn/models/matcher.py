@@ -166,16 +166,12 @@ class HungarianMatcher(nn.Module):
         """
         solve = SOLVERS[self.solver]
         batch, num_queries, num_targets = cost.shape
-        if query_valid is None:
-            query_valid = torch.ones(cost.shape[:2], dtype=torch.bool, device=cost.device)
-        potentials = None
-        n_targets = target_valid.sum(1)
-        if self.sinkhorn_iters and (query_valid.sum(1) - n_targets <= n_targets).any():
-            potentials = sinkhorn_potentials(cost, query_valid, target_valid, self.sinkhorn_iters)
-            potentials = potentials.double().cpu().numpy()
         cost_np = cost.detach().float().cpu().numpy()  # one device-to-host copy for the whole batch
         target_valid_np = target_valid.cpu().numpy()
-        query_valid_np = query_valid.cpu().numpy()
+        if query_valid is None:
+            query_valid_np = np.ones((batch, num_queries), dtype=bool)
+        else:
+            query_valid_np = query_valid.cpu().numpy()
 
         problems = []  # (row, queries, targets) of every row with targets
         for b in range(batch):
@@ -189,11 +185,19 @@ class HungarianMatcher(nn.Module):
             if len(targets):
                 problems.append((b, queries, targets))
 
+        # the warm start's square problems, only where the dummies would not outnumber the targets
+        warm = {b for b, q, t in problems if self.sinkhorn_iters and len(q) - len(t) <= len(t)}
+        if warm:
+            valid = torch.from_numpy(query_valid_np).to(cost.device)
+            potentials = (
+                sinkhorn_potentials(cost, valid, target_valid, self.sinkhorn_iters).double().cpu().numpy()
+            )
+
         def solve_row(problem):
             b, queries, targets = problem
             row_cost = make_finite(cost_np[b][np.ix_(queries, targets)].astype(np.float64))
-            if potentials is None or not potentials[b].any() or len(queries) - len(targets) > len(targets):
-                return solve(row_cost)  # no potentials, or more dummies than targets: a costlier square
+            if b not in warm or not potentials[b].any():
+                return solve(row_cost)  # no warm start, or no potentials (non-finite costs)
             rows, cols = solve(square_with_potentials(row_cost, potentials[b][np.r_[targets, num_targets]]))
             real = cols < len(targets)  # the others are dummy targets
             return rows[real], cols[real]
