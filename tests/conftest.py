@@ -1,6 +1,7 @@
 import os
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 
@@ -30,3 +31,46 @@ def trackml_dir() -> Path:
     if not path.is_dir():
         pytest.skip(f"no TrackML files at {path}; set HEPATTN_TRACKML_DIR to the folder that holds them")
     return path
+
+
+def frames() -> dict[str, pd.DataFrame]:
+    """A hand-built event: two particles, a noise hit, a strip hit and pixel cells."""
+    # particle 11: pT 2 GeV along +x, 3 pixel hits + 1 strip hit; particle 22: pT 0.5 GeV; hit 6 is noise
+    hits = pd.DataFrame(
+        {
+            "hit_id": [1, 2, 3, 4, 5, 6, 7],
+            "x": [30.0, 70.0, 110.0, 500.0, 0.0, -40.0, 0.0],
+            "y": [0.0, 0.0, 0.0, 0.0, 50.0, -40.0, 90.0],
+            "z": [0.0, 10.0, 20.0, 30.0, 50.0, 0.0, 90.0],
+            "volume_id": [8, 8, 8, 13, 8, 8, 8],
+        }
+    )
+    truth = pd.DataFrame(
+        {
+            "hit_id": [1, 2, 3, 4, 5, 6, 7],
+            "particle_id": [11, 11, 11, 11, 22, 0, 22],
+            "weight": [0.1, 0.2, 0.2, 0.1, 0.2, 0.0, 0.2],
+        }
+    )
+    particles = pd.DataFrame(
+        {
+            "particle_id": [11, 22],
+            "vx": [0.0, 0.0],
+            "vy": [0.0, 0.0],
+            "vz": [1.5, -2.0],
+            "px": [2.0, 0.0],
+            "py": [0.0, 0.5],
+            "pz": [0.0, 0.5],
+            "q": [1, -1],
+            "nhits": [4, 2],
+        }
+    )
+    cells = pd.DataFrame(
+        {"hit_id": [1, 1, 1, 2], "ch0": [10, 11, 12, 5], "ch1": [3, 3, 4, 7], "value": [0.5, 0.25, 0.25, 1.0]}
+    )
+    return {"hits": hits, "truth": truth, "particles": particles, "cells": cells}
+
+
+@pytest.fixture
+def make_frames():
+    return frames

@@ -39,7 +39,7 @@ def simulate(args: argparse.Namespace) -> int:
 
 def prep(args: argparse.Namespace) -> int:
     """Cache every TrackML event of a folder as prepared .npz arrays."""
-    from hepattn.data.prep import prepare_directory
+    from hepattn.experiments.trackml.prep import prepare_directory
 
     files = prepare_directory(Path(args.input), Path(args.output), args.volumes, args.overwrite)
     print(f"{len(files)} prepared events in {args.output}")
@@ -83,8 +83,8 @@ def validate_sim(args: argparse.Namespace) -> int:
 
 def demo(args: argparse.Namespace) -> int:
     """Simulate, train the hit filter and the tracker, evaluate on held-out events, report."""
-    from hepattn.experiments.demo import LONG, QUICK, run_demo
-    from hepattn.experiments.report import summary_table
+    from hepattn.experiments.trackml.demo import LONG, QUICK, run_demo
+    from hepattn.experiments.trackml.report import summary_table
 
     metrics = run_demo(args.out, LONG if args.long else QUICK)
     print(summary_table(metrics))
@@ -94,8 +94,8 @@ def demo(args: argparse.Namespace) -> int:
 
 def evaluate(args: argparse.Namespace) -> int:
     """Print the metrics of a predictions file and write its plots."""
-    from hepattn.experiments.evaluate import evaluate as run_evaluation
-    from hepattn.experiments.report import summary_table
+    from hepattn.experiments.trackml.evaluate import evaluate as run_evaluation
+    from hepattn.experiments.trackml.report import summary_table
 
     out = Path(args.out) if args.out else Path(args.predictions).with_suffix("")
     print(summary_table(run_evaluation(args.predictions, out)))

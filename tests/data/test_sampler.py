@@ -58,8 +58,8 @@ def test_sizes_must_match_the_dataset():
 
 
 def test_datamodule_balances_only_under_ddp(tmp_path, make_frames):
-    from hepattn.data.datamodule import TrackMLDataModule
-    from hepattn.data.dataset import prepare_event, save_event
+    from hepattn.experiments.trackml.datamodule import TrackMLDataModule
+    from hepattn.experiments.trackml.dataset import prepare_event, save_event
 
     for i in range(4):
         volumes = [8] if i % 2 else None  # 6 hits instead of 7

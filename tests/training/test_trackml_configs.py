@@ -7,7 +7,7 @@ import pytest
 import hepattn
 from hepattn.bench.cases import synthetic_event
 from hepattn.cli import main
-from hepattn.data.dataset import save_event
+from hepattn.experiments.trackml.dataset import save_event
 
 CONFIGS = Path(hepattn.__file__).parent / "configs" / "trackml"
 # what a CPU run of the published-scale configs needs: no bf16 autocast, the torch kernel, few queries

@@ -18,8 +18,8 @@ from torch import Tensor
 import hepattn
 from hepattn.bench.flops import num_queries
 from hepattn.data.batch import collate
-from hepattn.data.dataset import TargetCuts, to_model_inputs
 from hepattn.data.kinematics import conformal, helix_radius
+from hepattn.experiments.trackml.dataset import TargetCuts, to_model_inputs
 from hepattn.models.attention import CAPABILITIES
 from hepattn.training.cli import build
 from hepattn.training.module import MaskFormerModule

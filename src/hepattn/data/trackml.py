@@ -83,6 +83,18 @@ def event_prefix(directory: str | os.PathLike, event_id: int) -> Path:
     return Path(directory) / f"event{event_id:09d}"
 
 
+EVENT_PATTERN = re.compile(r"^(event\d+)-hits\.csv(\.gz)?$")
+
+
+def find_events(directory: Path) -> list[Path]:
+    """Prefixes (DIR/eventNNNNNNNNN) of every event with a hits file in ``directory``, sorted."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"event directory {directory} does not exist")
+    names = {m.group(1) for p in directory.iterdir() if (m := EVENT_PATTERN.match(p.name))}
+    return [directory / name for name in sorted(names)]
+
+
 def read_event(
     prefix: str | os.PathLike, parts: Iterable[str] = ("hits", "particles", "truth", "cells")
 ) -> dict[str, pd.DataFrame]:

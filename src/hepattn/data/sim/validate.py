@@ -18,9 +18,8 @@ from matplotlib.figure import Figure
 from tqdm import tqdm
 
 from hepattn.data import kinematics
-from hepattn.data.prep import find_events
 from hepattn.data.sim.digitize import decode_particle_id
-from hepattn.data.trackml import event_prefix, read_event
+from hepattn.data.trackml import event_prefix, find_events, read_event
 
 VOLUMES = {
     7: "pixel endcap -z",

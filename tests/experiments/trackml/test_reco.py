@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 import torch
 
-from hepattn.experiments.evaluate import evaluate
-from hepattn.experiments.helix import helix_fit, helix_residuals, mask_helix_residuals
-from hepattn.experiments.predictions import read_predictions, write_predictions, write_submission
-from hepattn.experiments.reco import (
+from hepattn.experiments.trackml.evaluate import evaluate
+from hepattn.experiments.trackml.helix import helix_fit, helix_residuals, mask_helix_residuals
+from hepattn.experiments.trackml.predictions import read_predictions, write_predictions, write_submission
+from hepattn.experiments.trackml.reco import (
     assign_hits,
     drop_unfit_tracks,
     ranking_score,

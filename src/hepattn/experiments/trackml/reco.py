@@ -14,8 +14,8 @@ import torch
 from tqdm import tqdm
 
 from hepattn.data.batch import collate
-from hepattn.data.dataset import TargetCuts, load_event, save_event, to_model_inputs
-from hepattn.experiments.helix import helix_residuals, mask_helix_residuals, set_helix_residuals
+from hepattn.experiments.trackml.dataset import TargetCuts, load_event, save_event, to_model_inputs
+from hepattn.experiments.trackml.helix import helix_residuals, mask_helix_residuals, set_helix_residuals
 from hepattn.training.module import MaskFormerModule
 
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hepattn.data.dataset import TargetCuts
-from hepattn.experiments.figures import write_figures
-from hepattn.experiments.predictions import read_predictions
+from hepattn.experiments.trackml.dataset import TargetCuts
+from hepattn.experiments.trackml.figures import write_figures
+from hepattn.experiments.trackml.predictions import read_predictions
 from hepattn.metrics.binned import concat_tables, track_table
 from hepattn.metrics.filter import retention_counts, roc_auc
 from hepattn.metrics.reco import track_rates, trackml_score

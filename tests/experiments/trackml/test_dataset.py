@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from hepattn.data.batch import collate
-from hepattn.data.dataset import (
+from hepattn.experiments.trackml.dataset import (
     TargetCuts,
     TrackMLDataset,
     load_event,
@@ -82,7 +82,7 @@ def test_dataset_errors_name_the_problem(tmp_path, make_frames):
 
 
 def test_datamodule_batches_prepared_events(tmp_path, make_frames):
-    from hepattn.data.datamodule import TrackMLDataModule
+    from hepattn.experiments.trackml.datamodule import TrackMLDataModule
 
     for i in range(3):
         save_event(tmp_path / f"event00000000{i}.npz", prepare_event(make_frames(), volumes=[8]))

@@ -1,23 +1,11 @@
 """``hepattn prep``: cache prepared events as .npz so that training never parses CSV."""
 
-import re
 from pathlib import Path
 
 from tqdm import tqdm
 
-from hepattn.data.dataset import prepare_event, save_event
-from hepattn.data.trackml import read_event
-
-EVENT_PATTERN = re.compile(r"^(event\d+)-hits\.csv(\.gz)?$")
-
-
-def find_events(directory: Path) -> list[Path]:
-    """Prefixes (DIR/eventNNNNNNNNN) of every event with a hits file in ``directory``, sorted."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise FileNotFoundError(f"event directory {directory} does not exist")
-    names = {m.group(1) for p in directory.iterdir() if (m := EVENT_PATTERN.match(p.name))}
-    return [directory / name for name in sorted(names)]
+from hepattn.data.trackml import find_events, read_event
+from hepattn.experiments.trackml.dataset import prepare_event, save_event
 
 
 def prepare_directory(

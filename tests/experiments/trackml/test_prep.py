@@ -1,9 +1,9 @@
 import pytest
 
 from hepattn.cli import main
-from hepattn.data.dataset import load_event
-from hepattn.data.prep import find_events, prepare_directory
-from hepattn.data.trackml import event_prefix, write_event
+from hepattn.data.trackml import event_prefix, find_events, write_event
+from hepattn.experiments.trackml.dataset import load_event
+from hepattn.experiments.trackml.prep import prepare_directory
 
 
 def write_events(directory, make_frames, n=2):

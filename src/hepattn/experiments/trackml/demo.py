@@ -21,12 +21,12 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from hepattn.data.dataset import load_event
-from hepattn.data.prep import prepare_directory
-from hepattn.experiments.evaluate import evaluate
-from hepattn.experiments.predictions import write_predictions, write_submission
-from hepattn.experiments.reco import Reconstruction, filter_directory
-from hepattn.experiments.report import write_report
+from hepattn.experiments.trackml.dataset import load_event
+from hepattn.experiments.trackml.evaluate import evaluate
+from hepattn.experiments.trackml.predictions import write_predictions, write_submission
+from hepattn.experiments.trackml.prep import prepare_directory
+from hepattn.experiments.trackml.reco import Reconstruction, filter_directory
+from hepattn.experiments.trackml.report import write_report
 from hepattn.training.cli import build, load_weights
 
 PIXEL_VOLUMES = [7, 8, 9]

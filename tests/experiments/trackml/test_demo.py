@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from hepattn.experiments.demo import (
+from hepattn.experiments.trackml.demo import (
     LONG,
     TRAINING_FIELDS,
     DemoSettings,

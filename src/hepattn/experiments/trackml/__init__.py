@@ -1,0 +1,1 @@
+"""TrackML tracking: features and prepared events, two-stage reconstruction, evaluation, demo."""
