@@ -54,8 +54,7 @@ def train(hits: int, steps: int, events: int, solver: str, sinkhorn_iters: int, 
     criterion.matcher = timed = TimedMatcher(criterion.matcher)
     n_queries, n_targets = num_queries(net, hits), num_targets("tracking", hits, net.queries.num_queries)
     batches = [
-        make_batch(synthetic_event(hits, n_targets, seed), net.input_net.fields, torch.device("cpu"))
-        for seed in range(events)
+        make_batch(synthetic_event(hits, n_targets, seed), torch.device("cpu")) for seed in range(events)
     ]
     rows = []
     for step in range(1, steps + 1):

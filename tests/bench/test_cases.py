@@ -9,7 +9,7 @@ FIELDS = ["x", "y", "z", "r", "eta", "phi", "u", "v"]
 
 
 def test_synthetic_event_goes_through_the_training_data_path():
-    batch = make_batch(synthetic_event(1000, 100), FIELDS, CPU)
+    batch = make_batch(synthetic_event(1000, 100), CPU)
     assert batch["hit_valid"].shape == (1, 1000) and batch["hit_valid"].all()
     assert int(batch["particle_valid"].sum()) == 100  # every target passes the pT > 1 GeV cut
     assert (batch["particle_hit_valid"].sum(-1) == 7).all()  # 7 hits each, the rest is noise

@@ -29,7 +29,7 @@ def test_one_linear_by_hand():
 def test_tiny_filter_by_hand():
     # N = 10 hits, D = 8, one encoder layer with a window of 2 (3 keys per query), a GELU MLP of width 16.
     model = MaskFormer(
-        InputNet("hit", ["x", "y"], 8, hidden_dim=16),
+        [InputNet("hit", ["x", "y"], 8, hidden_dim=16)],
         Encoder(8, depth=1, num_heads=2, window=2, mlp="gelu", mlp_ratio=2.0),
         [ConstituentClassificationTask("hit_filter", 8)],
     )
@@ -51,7 +51,7 @@ def tiny_tracker(window: int | None, shared_embed: bool, quality_weight: float =
         ObjectRegressionTask("track_params", d, fields=["pt", "eta"]),
     ]
     return MaskFormer(
-        InputNet("hit", ["x"], d, fourier_fields={"phi": 6.28}, num_frequencies=2),
+        [InputNet("hit", ["x"], d, fourier_fields={"phi": 6.28}, num_frequencies=2)],
         Encoder(d, depth=2, num_heads=2, window=window, wrap=window is not None),
         tasks,
         Decoder(d, depth=2, num_heads=2, mask_attention=True),

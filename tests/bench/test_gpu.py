@@ -67,11 +67,10 @@ def test_64k_hit_encoder_in_bf16_within_8_gb(kernel):
     encoder = build_module("tracking", kernel, "full", CUDA)[0].model.encoder.eval()
     n = 65536
     x = torch.randn(1, n, 256, device=CUDA)
-    phi = torch.rand(1, n, device=CUDA) * 6.28 - 3.14
     peak = PeakMemory(CUDA)
     peak.start()
     with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
-        out = encoder(x, torch.ones(1, n, dtype=torch.bool, device=CUDA), phi)
+        out = encoder(x, torch.ones(1, n, dtype=torch.bool, device=CUDA))
     used = peak.stop()
     assert out.isfinite().all()
     assert used < 8 * GB, f"{used / GB:.2f} GiB"
@@ -85,10 +84,9 @@ def test_flex_encoder_outputs_and_gradients_equal_torch_on_cuda():
     flex.load_state_dict(ref.state_dict())
     x = torch.randn(2, 1000, 64, device=CUDA)
     valid = torch.arange(1000, device=CUDA) < torch.tensor([[1000], [700]], device=CUDA)
-    phi = torch.rand(2, 1000, device=CUDA) * 6.28 - 3.14
     outs = []
     for enc in (ref, flex):
-        out = enc(x, valid, phi)
+        out = enc(x, valid)
         (out * valid[..., None]).square().sum().backward()
         outs.append(out.detach()[valid])
     torch.testing.assert_close(outs[1], outs[0], atol=1e-4, rtol=1e-4)

@@ -27,5 +27,23 @@ def test_cpu_peak_is_the_memory_the_call_touches():
     assert measure(lambda: None, CPU, repeats=2).peak_bytes < 16 * MB
 
 
-def test_memory_method_is_stated():
-    assert PeakMemory(CPU).method
+@pytest.mark.skipif(not cpu_peak_supported(), reason="needs /proc/self/clear_refs (Linux)")
+def test_cpu_peak_memory_is_the_allocation_in_its_window_and_start_resets_it():
+    size = 128 * MB
+    peak = PeakMemory(CPU)
+    assert peak.method == "VmHWM - VmRSS before (/proc/self)"
+    peak.start()
+    block = torch.ones(size // 4)  # 128 MiB of float32, written
+    del block
+    assert 0.9 * size <= peak.stop() <= 1.3 * size
+    peak.start()  # the freed block is not resident now, and its peak is forgotten
+    assert peak.stop() < 16 * MB
+
+
+def test_peak_memory_is_none_where_it_is_not_measured(monkeypatch):
+    assert PeakMemory(torch.device("meta")).method == "not measured"
+    assert PeakMemory(torch.device("meta")).stop() is None
+    monkeypatch.setattr("hepattn.bench.timing.cpu_peak_supported", lambda: False)  # e.g. macOS
+    peak = PeakMemory(CPU)
+    peak.start()
+    assert peak.method == "not measured" and peak.stop() is None

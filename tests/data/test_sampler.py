@@ -64,7 +64,7 @@ def test_datamodule_balances_only_under_ddp(tmp_path, make_frames):
     for i in range(4):
         volumes = [8] if i % 2 else None  # 6 hits instead of 7
         save_event(tmp_path / f"event00000000{i}.npz", prepare_event(make_frames(), volumes=volumes))
-    dm = TrackMLDataModule(train_dir=str(tmp_path), hit_fields=("x",), min_pt=0.1, min_hits=2)
+    dm = TrackMLDataModule(train_dir=str(tmp_path), min_pt=0.1, min_hits=2)
     assert dm.event_sizes("train") == [7, 6, 7, 6]
     assert isinstance(dm.train_dataloader().sampler, torch.utils.data.RandomSampler)
     dm.trainer = SimpleNamespace(world_size=2, global_rank=1)

@@ -1,6 +1,6 @@
 import torch
 
-from hepattn.data.toy import circle_batch, circle_event
+from hepattn.data.toy import CircleDataset, circle_batch, circle_event
 
 
 def test_circle_hits_are_collinear_in_conformal_space():
@@ -25,7 +25,16 @@ def test_every_circle_has_one_hit_per_layer_and_one_seed():
     torch.testing.assert_close(radius, event["hit_r"])
 
 
-def test_same_generator_seed_same_batch():
-    a = circle_batch(torch.Generator().manual_seed(3), 4)
-    b = circle_batch(torch.Generator().manual_seed(3), 4)
-    assert all(torch.equal(a[k], b[k]) for k in a)
+def test_same_seed_same_events_other_seed_other_events_and_event_i_depends_on_seed_and_i_only():
+    def same(a, b):
+        return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+    batch = circle_batch(torch.Generator().manual_seed(3), 4)
+    assert same(batch, circle_batch(torch.Generator().manual_seed(3), 4))
+    assert not same(batch, circle_batch(torch.Generator().manual_seed(4), 4))
+    data = CircleDataset(6, seed=5)
+    events = [data[i] for i in range(6)]
+    assert all(same(data[i], events[i]) for i in reversed(range(6)))  # read in any order
+    assert same(CircleDataset(2, seed=5)[1], events[1])  # whatever the dataset's size
+    assert not any(same(events[i], events[j]) for i in range(6) for j in range(i))
+    assert not any(same(CircleDataset(6, seed=6)[i], events[i]) for i in range(6))

@@ -50,14 +50,20 @@ def test_rate_plot_draws_one_curve_per_rate_at_the_binned_values(tmp_path):
     fig.savefig(tmp_path / "rate.png", dpi=30)
 
 
-def test_roc_plot_quotes_the_auc():
-    rng = np.random.default_rng(3)
-    label = rng.random(400) < 0.5
-    score = rng.normal(label * 1.5, 1.0)
-    auc = roc_auc(score, label)
-    fig = roc_plot(*roc_curve(score, label), auc)
-    texts = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
-    assert texts[0] == f"AUC = {auc:.4f}" and len(fig.axes[0].lines) == 2
+@pytest.mark.parametrize(("positive_score", "auc"), [(0.9, 1.0), (0.1, 0.0), (0.5, 0.5)])
+def test_roc_plot_draws_the_roc_curve_and_quotes_the_area_under_it(positive_score, auc):
+    """Positives above, below or tied with every negative (score 0.5): AUC 1, 0 and 1/2 by definition."""
+    label = np.array([True, True, True, False, False])
+    score = np.where(label, positive_score, 0.5)
+    fpr, tpr = roc_curve(score, label)
+    ax = roc_plot(fpr, tpr, roc_auc(score, label)).axes[0]
+    curve, chance = ax.lines
+    x, y = curve.get_xdata(), curve.get_ydata()
+    assert np.array_equal(x, fpr) and np.array_equal(y, tpr)  # false positives across, true positives up
+    assert np.sum(np.diff(x) * (y[1:] + y[:-1]) / 2) == pytest.approx(auc)
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [f"AUC = {auc:.4f}", "chance"]
+    assert chance.get_xydata().tolist() == [[0, 0], [1, 1]]
+    assert roc_plot(fpr, tpr).axes[0].get_legend().get_texts()[0].get_text() == "filter"  # no AUC given
 
 
 def test_residual_plot_has_one_panel_per_field_with_mean_and_width():

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from hepattn.data.batch import pack, unpack
-from hepattn.models.encoder import Encoder, EncoderLayer, gather_rows, scatter_rows, sort_order
+from hepattn.models.encoder import Encoder, EncoderLayer
 from hepattn.models.layers import LayerScale, feed_forward, norm_recipe
 
 D, H = 32, 4
@@ -13,43 +13,20 @@ def events(lengths, dim=D, seed=0):
     n = max(lengths)
     x = torch.randn(len(lengths), n, dim, generator=g)
     valid = torch.arange(n) < torch.tensor(lengths)[:, None]
-    phi = (torch.rand(len(lengths), n, generator=g) * 2 - 1) * torch.pi
-    return x, valid, phi
-
-
-def test_sort_then_unsort_restores_input_order():
-    x, valid, phi = events([40, 25])
-    order = sort_order(phi, valid)
-    assert torch.equal(scatter_rows(gather_rows(x, order), order), x)
-    sorted_phi = gather_rows(phi, order)
-    sorted_valid = gather_rows(valid, order)
-    assert sorted_valid[1, :25].all() and not sorted_valid[1, 25:].any()  # padding goes last
-    assert (sorted_phi[1, 1:25] >= sorted_phi[1, :24]).all()
-
-
-def test_encoder_is_equivariant_to_input_order():
-    # The encoder sorts by phi first, so shuffling its input shuffles its output the same way.
-    torch.manual_seed(0)
-    enc = Encoder(D, depth=2, num_heads=H, window=8, wrap=True).eval()
-    x, valid, phi = events([50])
-    perm = torch.randperm(50)
-    out = enc(x, valid, phi)
-    out_perm = enc(x[:, perm], valid[:, perm], phi[:, perm])
-    torch.testing.assert_close(out_perm, out[:, perm], atol=1e-5, rtol=1e-5)
+    return x, valid
 
 
 @pytest.mark.parametrize("wrap", [False, True])
 def test_window_limits_the_receptive_field(wrap):
     # Each layer sees W // 2 neighbours per side: after L layers a constituent further than L * W // 2
-    # positions away (in phi order) cannot affect the output; with wrap the ring closes over +-pi.
+    # positions away (in the given order) cannot affect the output; with wrap the ring closes.
     torch.manual_seed(0)
     depth, window, n = 2, 8, 64
     enc = Encoder(D, depth=depth, num_heads=H, window=window, wrap=wrap).eval()
     x = torch.randn(1, n, D)
-    phi = torch.linspace(-3.1, 3.1, n).unsqueeze(0)  # already sorted: position = index
     x2 = x.clone()
-    x2[0, n - 1] += torch.randn(D)  # perturb the last constituent (phi near +pi)
-    changed = (enc(x, None, phi) - enc(x2, None, phi)).abs().amax(-1)[0] > 1e-6
+    x2[0, n - 1] += torch.randn(D)  # perturb the last constituent
+    changed = (enc(x, None) - enc(x2, None)).abs().amax(-1)[0] > 1e-6
     reach = depth * (window // 2)
     assert not changed[: n - 1 - reach].any() if not wrap else not changed[reach : n - 1 - reach].any()
     assert changed[0].item() == wrap  # the first constituent is a neighbour of the last only on a ring
@@ -57,13 +34,13 @@ def test_window_limits_the_receptive_field(wrap):
 
 def test_registers_keep_output_shape_and_take_part():
     torch.manual_seed(0)
-    x, valid, phi = events([30, 20])
+    x, valid = events([30, 20])
     plain = Encoder(D, depth=1, num_heads=H, window=8)
     with_reg = Encoder(D, depth=1, num_heads=H, window=8, num_registers=4)
     with_reg.load_state_dict(plain.state_dict(), strict=False)
-    out = with_reg(x, valid, phi)
+    out = with_reg(x, valid)
     assert out.shape == x.shape
-    assert not torch.allclose(out[valid], plain(x, valid, phi)[valid])  # the registers are attended to
+    assert not torch.allclose(out[valid], plain(x, valid)[valid])  # the registers are attended to
 
 
 def test_layer_scale_scales_the_branch_by_its_init_value():
@@ -94,7 +71,7 @@ def test_hybrid_norm_recipe():
 
 def test_value_residual_with_lambda_one_equals_plain_encoder():
     torch.manual_seed(0)
-    x, valid, phi = events([30, 20])
+    x, valid = events([30, 20])
     plain = Encoder(D, depth=3, num_heads=H, window=8)
     mixed = Encoder(D, depth=3, num_heads=H, window=8, value_residual=True)
     mixed.load_state_dict(plain.state_dict(), strict=False)
@@ -103,11 +80,11 @@ def test_value_residual_with_lambda_one_equals_plain_encoder():
     with torch.no_grad():
         for p in lambdas:
             p.fill_(1.0)
-    torch.testing.assert_close(mixed(x, valid, phi)[valid], plain(x, valid, phi)[valid])
+    torch.testing.assert_close(mixed(x, valid)[valid], plain(x, valid)[valid])
     with torch.no_grad():
         for p in lambdas:
             p.fill_(0.5)
-    assert not torch.allclose(mixed(x, valid, phi)[valid], plain(x, valid, phi)[valid])
+    assert not torch.allclose(mixed(x, valid)[valid], plain(x, valid)[valid])
 
 
 def test_feed_forwards_have_comparable_size():
@@ -120,14 +97,13 @@ def test_feed_forwards_have_comparable_size():
 
 def test_packed_encoder_equals_padded_encoder():
     torch.manual_seed(0)
-    x, valid, phi = events([40, 17, 29])
+    x, valid = events([40, 17, 29])
     padded = Encoder(D, depth=2, num_heads=H, window=8, wrap=True).eval()
     packed = Encoder(D, depth=2, num_heads=H, window=8, wrap=True, varlen=True).eval()
     packed.load_state_dict(padded.state_dict())
     xp, cu = pack(x, valid)
-    phip, _ = pack(phi, valid)
-    out = unpack(packed(xp, None, phip, cu), cu, valid)
-    torch.testing.assert_close(out[valid], padded(x, valid, phi)[valid], atol=1e-5, rtol=1e-5)
+    out = unpack(packed(xp, None, cu), cu, valid)
+    torch.testing.assert_close(out[valid], padded(x, valid)[valid], atol=1e-5, rtol=1e-5)
 
 
 def test_registers_with_varlen_fail_at_build_time():
@@ -143,7 +119,7 @@ def test_encoder_builds_its_window_mask_once_per_forward(monkeypatch, kernel, bu
     from hepattn.models import kernels
 
     torch.manual_seed(0)
-    x, valid, phi = events([40, 25])
+    x, valid = events([40, 25])
     enc = Encoder(D, depth=3, num_heads=H, kernel=kernel, window=8, wrap=True, num_registers=num_registers)
     enc = enc.eval().double() if kernel == "flex" else enc.eval()  # float64: eager flex, as the oracle
     x = x.double() if kernel == "flex" else x
@@ -156,14 +132,13 @@ def test_encoder_builds_its_window_mask_once_per_forward(monkeypatch, kernel, bu
 
     monkeypatch.setattr(kernels, builder, counting)
     with torch.no_grad():
-        out = enc(x, valid, phi)
+        out = enc(x, valid)
         assert len(calls) == 1
-        order = sort_order(phi, valid)  # the reference: each layer without a shared dict
-        h, h_valid = enc.registers.add(gather_rows(x, order), gather_rows(valid, order))
+        h, h_valid = enc.registers.add(x, valid)  # the reference: each layer without a shared dict
         v_first = None
         for layer in enc.layers:
             h, v = layer(h, h_valid, v_first)
             v_first = v if v_first is None else v_first
     assert len(calls) == 4
-    expected = scatter_rows(enc.out_norm(enc.registers.drop(h)), order)
+    expected = enc.out_norm(enc.registers.drop(h))
     torch.testing.assert_close(out[valid], expected[valid])

@@ -23,7 +23,7 @@ MASK_WEIGHTS = {"bce": 5.0, "dice": 2.0}
 
 def build_model() -> MaskFormer:
     return MaskFormer(
-        input_net=InputNet("hit", ["x", "y", "r", "u", "v"], D, fourier_fields={"phi": 2 * torch.pi}),
+        input_nets=[InputNet("hit", ["x", "y", "r", "u", "v"], D, fourier_fields={"phi": 2 * torch.pi})],
         encoder=Encoder(D, depth=2, num_heads=4, window=32, wrap=True),
         decoder=Decoder(D, depth=2, num_heads=4, mask_attention=True),
         queries=DynamicQueries(num_queries=12, dim=D, seed_task="hit_seed"),

@@ -50,6 +50,13 @@ def test_cross_entropy_cost_equals_the_aligned_loss_of_each_pair():
                 torch.testing.assert_close(cost[b, q, t], pair)
 
 
+def test_cross_entropy_cost_takes_padded_targets_of_any_label_and_leaves_the_real_ones_alone():
+    logits, labels = torch.randn(1, Q, 4), torch.tensor([[2, 0, 3]])
+    padded = losses.cross_entropy_cost(logits, torch.tensor([[2, 0, 3, -1, -100]]))  # e.g. -1 padding
+    assert padded.shape == (1, Q, 5)
+    torch.testing.assert_close(padded[..., :3], losses.cross_entropy_cost(logits, labels))
+
+
 def test_l1_cost_equals_the_aligned_loss_of_each_pair():
     generator = torch.Generator().manual_seed(1)
     pred, target = torch.randn(B, Q, NF, generator=generator), torch.randn(B, T, NF, generator=generator)

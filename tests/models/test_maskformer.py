@@ -3,7 +3,7 @@ import torch
 
 from hepattn.data.batch import collate
 from hepattn.models.criterion import SetCriterion
-from hepattn.models.decoder import Decoder, DynamicQueries, LearnedQueries
+from hepattn.models.decoder import Decoder, DynamicQueries, LearnedQueries, SampledQueries
 from hepattn.models.embed import InputNet
 from hepattn.models.encoder import Encoder
 from hepattn.models.maskformer import MaskFormer, ScaleGradient
@@ -62,7 +62,9 @@ def make_model(dynamic=True, mask_attention=True, decoder=True, varlen=False):
         ]
     queries = DynamicQueries(8, D, seed_task="hit_seed") if dynamic else LearnedQueries(8, D)
     return MaskFormer(
-        input_net=InputNet("hit", ["x", "phi"], D, fourier_fields={"phi": 2 * torch.pi}, num_frequencies=4),
+        input_nets=[
+            InputNet("hit", ["x", "phi"], D, fourier_fields={"phi": 2 * torch.pi}, num_frequencies=4)
+        ],
         encoder=Encoder(D, depth=2, num_heads=4, window=8, wrap=True, varlen=varlen),
         decoder=Decoder(D, depth=2, num_heads=4, mask_attention=mask_attention) if decoder else None,
         queries=queries if decoder else None,
@@ -212,7 +214,7 @@ def test_predictions_have_physical_units():
 
 
 def test_wiring_errors_are_caught_at_build_time():
-    net = InputNet("hit", ["x"], D)
+    net = [InputNet("hit", ["x"], D)]
     enc = Encoder(D, depth=1, num_heads=4)
     with pytest.raises(ValueError, match="mask attention"):
         MaskFormer(net, enc, [ObjectValidTask("v", D)], Decoder(D, 1, 4), LearnedQueries(4, D))
@@ -222,6 +224,25 @@ def test_wiring_errors_are_caught_at_build_time():
         MaskFormer(net, enc, [ObjectValidTask("v", D), ObjectValidTask("v", D)])
     with pytest.raises(KeyError, match="hit_energy"):
         InputNet("hit", ["energy"], D)(make_batch())
+
+
+def test_constituent_type_errors_are_caught_at_build_time():
+    enc, dec = Encoder(D, depth=1, num_heads=4), Decoder(D, 1, 4)
+    pixel, strip = InputNet("pixel", ["x"], D), InputNet("strip", ["x"], D)
+    mask = ObjectMaskTask  # its input_name is the type its mask covers
+    with pytest.raises(ValueError, match="one input network per constituent type"):
+        MaskFormer([pixel, InputNet("pixel", ["y"], D)], enc, [ConstituentClassificationTask("f", D)])
+    with pytest.raises(ValueError, match="one width"):
+        MaskFormer([pixel, InputNet("strip", ["x"], 2 * D)], enc, [ConstituentClassificationTask("f", D)])
+    with pytest.raises(ValueError, match="'hit'"):  # a task on a type the model has no network for
+        MaskFormer([pixel, strip], enc, [ConstituentClassificationTask("f", D)])
+    with pytest.raises(ValueError, match="at most one mask task per constituent type"):
+        MaskFormer(
+            [pixel, strip], enc, [mask("a", D, input_name="pixel"), mask("b", D, input_name="pixel")],
+            dec, LearnedQueries(4, D),
+        )  # fmt: skip
+    with pytest.raises(ValueError, match="must name the type they seed on"):
+        MaskFormer([pixel, strip], enc, [mask("a", D, input_name="pixel")], dec, SampledQueries(4, D))
 
 
 def test_scale_gradient_is_the_identity_forward_and_scales_the_gradient():

@@ -7,6 +7,7 @@ import torch
 
 import hepattn
 from hepattn.cli import main
+from hepattn.training.checkpoint import load_checkpoint
 
 # variants/ holds partial configs that only apply on top of a full one (tested in test_trackml_configs)
 CONFIGS = sorted(
@@ -36,17 +37,19 @@ def test_config_parses(config, capsys):
     assert "class_path: hepattn.models.maskformer.MaskFormer" in capsys.readouterr().out
 
 
-def test_toy_config_fits_and_writes_a_checkpoint(tmp_path):
-    config = next(p for p in CONFIGS if p.name == "circles.yaml")
-    main(
-        [
-            "fit", "--config", str(config), f"--trainer.default_root_dir={tmp_path}", "--trainer.max_steps=2",
-            "--trainer.val_check_interval=2", "--trainer.accelerator=cpu", "--data.init_args.num_train=32",
-            "--data.init_args.num_val=16", "--trainer.enable_progress_bar=false",
-        ]
-    )  # fmt: skip
-    assert list(tmp_path.rglob("last.ckpt"))
-    assert list(tmp_path.rglob("config.yaml"))
+@pytest.mark.parametrize("steps", [2, 5])
+def test_toy_config_trains_for_max_steps_alone_and_saves_its_config(tmp_path, steps, assert_trained):
+    """``--trainer.max_steps`` alone sets the run's and the schedule's length (the config says neither)."""
+    overrides = [
+        f"--trainer.default_root_dir={tmp_path}", f"--trainer.max_steps={steps}",
+        f"--trainer.val_check_interval={steps}", "--trainer.accelerator=cpu", "--data.init_args.batch_size=4",
+        f"--data.init_args.num_train={4 * steps}", "--data.init_args.num_val=4",
+        "--trainer.enable_progress_bar=false",
+    ]  # fmt: skip
+    assert main(["fit", "--config", str(CIRCLES), *overrides]) == 0
+    assert_trained(tmp_path, [CIRCLES], overrides, steps)
+    (saved,) = tmp_path.rglob("config.yaml")
+    assert f"max_steps: {steps}" in saved.read_text()
 
 
 def test_unknown_key_fails_before_training(tmp_path, capsys):
@@ -60,7 +63,7 @@ def test_unknown_key_fails_before_training(tmp_path, capsys):
 def fit_weights(root: Path, *overrides: str) -> dict[str, torch.Tensor]:
     main(["fit", "--config", str(CIRCLES), f"--trainer.default_root_dir={root}", *TINY, *overrides])
     (last,) = root.rglob("last.ckpt")
-    return torch.load(last, map_location="cpu", weights_only=False)["state_dict"]
+    return load_checkpoint(last)["state_dict"]
 
 
 def test_same_seed_gives_same_weights(tmp_path):

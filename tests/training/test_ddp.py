@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import hepattn
+from hepattn.training.checkpoint import load_checkpoint
 
 CIRCLES = Path(hepattn.__file__).parent / "configs" / "toy" / "circles.yaml"
 NUM_TRAIN, BATCH, PROCESSES = 16, 2, 2
@@ -69,7 +70,7 @@ def test_toy_config_trains_with_ddp_on_two_cpu_processes(ddp_run):
     # the distributed sampler splits the events and batch_size is per process: an epoch is 16 / (2 * 2) steps
     steps = NUM_TRAIN // (PROCESSES * BATCH)
     (last,) = out.rglob("last.ckpt")
-    assert torch.load(last, map_location="cpu", weights_only=False)["global_step"] == steps
+    assert load_checkpoint(last)["global_step"] == steps
     (metrics,) = out.rglob("metrics.csv")  # only rank 0 logs
     logged = pd.read_csv(metrics)
     assert sorted(logged.dropna(subset=["train_loss"])["step"]) == list(range(steps))

@@ -14,6 +14,7 @@ import torch
 import yaml
 
 import hepattn
+from hepattn.training.checkpoint import load_checkpoint
 
 CIRCLES = Path(hepattn.__file__).parent / "configs" / "toy" / "circles.yaml"
 TINY = [
@@ -70,7 +71,7 @@ def fit(root: Path, *extra: str) -> list[str]:
 def global_step(path: Path) -> int | None:
     """The checkpoint's step, or None while it is missing or still being written."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)["global_step"]
+        return load_checkpoint(path)["global_step"]
     except (FileNotFoundError, EOFError, RuntimeError, KeyError):
         return None
 
@@ -86,10 +87,11 @@ def wait_for_step(process: subprocess.Popen, checkpoint: Path, step: int, log: P
 
 
 def expected_lr(step: int) -> float:
-    """The learning rate the config's schedule gives after ``step`` optimizer steps."""
+    """The learning rate the config's schedule gives after ``step`` optimizer steps (of ``MAX_STEPS``)."""
     config = yaml.safe_load(CIRCLES.read_text())["model"]
     optimizer = torch.optim.AdamW([torch.zeros(1, requires_grad=True)], **config["optimizer"]["init_args"])
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, **config["lr_scheduler"]["init_args"])
+    settings = {"total_steps": MAX_STEPS} | config["lr_scheduler"]["init_args"]  # the run's max_steps
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, **settings)
     for _ in range(step):
         optimizer.step()
         schedule.step()
@@ -111,7 +113,7 @@ def test_killed_fit_resumes_from_last_checkpoint(tmp_path):
             first.send_signal(signal.SIGKILL)
             first.wait(timeout=30)
     assert first.returncode == -signal.SIGKILL
-    saved = torch.load(last, map_location="cpu", weights_only=False)
+    saved = load_checkpoint(last)
     assert saved["global_step"] == HANG_AT - 1
 
     resumed = subprocess.run(
@@ -123,7 +125,7 @@ def test_killed_fit_resumes_from_last_checkpoint(tmp_path):
     metrics = pd.read_csv(run / "metrics.csv")
     trained = sorted(metrics.dropna(subset=["train_loss"])["step"])
     assert trained == list(range(saved["global_step"], MAX_STEPS)), "did not continue from the saved step"
-    final = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    final = load_checkpoint(run / "checkpoints" / "last.ckpt")
     assert final["global_step"] == MAX_STEPS
     # the schedule continued: the first step after resuming used the step-4 rate, not the initial one
     lr = metrics.dropna(subset=["lr-AdamW"]).set_index("step")["lr-AdamW"]

@@ -70,6 +70,7 @@ def build_module(model: str, kernel: str, size: str, device: torch.device) -> tu
     with warnings.catch_warnings():  # LightningCLI warns that `hepattn bench ...` is in sys.argv too
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
         cli = build([CONFIGS / MODELS[model]], overrides(model, kernel, size))
+    cli.model.trainer = cli.trainer  # configure_optimizers reads max_steps (the schedule's length)
     return cli.model.to(device), cli.trainer.gradient_clip_val or 0.0
 
 
@@ -115,9 +116,9 @@ def synthetic_event(n_hits: int, n_targets: int, seed: int = 0) -> dict[str, np.
     return event
 
 
-def make_batch(event: dict[str, np.ndarray], hit_fields: list[str], device: torch.device) -> dict:
+def make_batch(event: dict[str, np.ndarray], device: torch.device) -> dict:
     """One event through the training data path (cuts at pT > 1 GeV, scaling, collate) on ``device``."""
-    inputs = to_model_inputs(event, TargetCuts(min_pt=1.0), hit_fields)
+    inputs = to_model_inputs(event, TargetCuts(min_pt=1.0))
     return {k: v.to(device) for k, v in collate([inputs]).items()}
 
 
@@ -134,7 +135,7 @@ class Case:
 
     @property
     def device(self) -> torch.device:
-        return self.batch[f"{self.module.model.input_name}_valid"].device
+        return self.batch[f"{self.module.model.input_names[0]}_valid"].device
 
     @property
     def num_targets(self) -> int:
@@ -150,5 +151,5 @@ def make_case(model: str, kernel: str, n_hits: int, size: str, device: torch.dev
     module, grad_clip = build_module(model, kernel, size, device)
     queries = module.model.queries
     targets = num_targets(model, n_hits, None if queries is None else queries.num_queries)
-    batch = make_batch(synthetic_event(n_hits, targets, seed), module.model.input_net.fields, device)
+    batch = make_batch(synthetic_event(n_hits, targets, seed), device)
     return Case(model, kernel, n_hits, module, batch, grad_clip)

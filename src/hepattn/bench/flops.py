@@ -111,13 +111,13 @@ def forward_count(
     in training (``MaskFormer.forward``).
     """
     s = element_bytes
-    counts = {"input_net": linears(model.input_net, n, s, device)}
+    counts = {"input_net": linears(model.input_nets[0], n, s, device)}  # one type: the hits
     counts["encoder"] = encoder_count(model, n, s, device)
     counts["hit_heads"] = sum((linears(t, n, s, device) for t in model.constituent_tasks), Count())
     if model.decoder is None:
         return counts
     q = num_queries(model, n)
-    decoder, mask_task = model.decoder, model.mask_task
+    decoder, mask_task = model.decoder, model.mask_tasks[0] if model.mask_tasks else None
     counts["queries"] = linears(model.queries, q, s, device)
     layers = [decoder_layer_count(layer, q, n, s, device) for layer in decoder.layers]
     counts["decoder"] = sum(layers, Count())
@@ -147,10 +147,10 @@ def matching_cost_flops(model: MaskFormer, n: int, t: int) -> float:
 
     The BCE and dice costs are each one (Q, N) x (N, T) product (see ``models.losses``).
     """
-    if model.decoder is None or model.mask_task is None:
+    if model.decoder is None or not model.mask_tasks:
         return 0.0
     q = num_queries(model, n)
-    costs = sum(1 for w in model.mask_task.cost_weights.values() if w)
+    costs = sum(1 for w in model.mask_tasks[0].cost_weights.values() if w)
     return len(model.decoder.layers) * costs * 2 * q * t * n
 
 

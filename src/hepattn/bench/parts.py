@@ -2,7 +2,7 @@
 
 # B batch, N hits, Q queries, T targets, D dim.
 
-- encoder: ``Encoder.forward`` on the embedded hits (sort by phi, every layer, unsort), inference.
+- encoder: ``Encoder.forward`` on the embedded hits, already sorted by phi as the model gives them, inference.
 - decoder: ``Decoder.forward`` on the encoded hits and the initial queries, both in phi order as in the
   model: every layer with its mask attention (the mask logits of the previous layer), inference. The
   object heads are not included.
@@ -18,7 +18,6 @@
 
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from functools import partial
 
 import torch
 from torch import Tensor, nn
@@ -76,23 +75,20 @@ def _inference(fn: Callable, ctx, *args, **kwargs) -> Callable[[], object]:
 def encoder(case: Case, ctx, compile: str) -> Callable[[], object]:
     model, batch = case.module.model.eval(), case.batch
     with torch.no_grad(), ctx():
-        x = model.input_net(batch)
-    valid, phi = batch[f"{model.input_name}_valid"], batch[f"{model.input_name}_{model.sort_field}"]
-    return _inference(_compiled(model.encoder, compile, case.device), ctx, x, valid, phi)
+        x, valid, _ = model.embed(batch)  # embedded and sorted, as the model gives them to the encoder
+    return _inference(_compiled(model.encoder, compile, case.device), ctx, x, valid)
 
 
 def decoder(case: Case, ctx, compile: str) -> Callable[[], object]:
     model, batch = case.module.model.eval(), case.batch
     if model.decoder is None:
         raise Skip("the model has no decoder")
-    inputs, _ = model.sort_inputs(batch)  # the decoder sees the hits in phi order, as in the model
-    valid = inputs[f"{model.input_name}_valid"]
-    with torch.no_grad(), ctx():
-        x = model.encode(model.input_net(inputs), valid)
-        q, q_valid, _ = model.queries(x, valid, {t.name: t(x) for t in model.constituent_tasks}, inputs)
-        mask_fn = None
-        if model.mask_task is not None:
-            mask_fn = partial(model.mask_task.logits_from, x_embed=model.mask_task.embed_inputs(x))
+    with torch.no_grad(), ctx():  # the decoder sees the hits in phi order, as in the model
+        x, valid, joined = model.embed(batch)
+        x = model.encode(x, valid)
+        encoded = {t.name: t(x) for t in model.constituent_tasks}
+        q, q_valid, _ = model.make_queries(x, valid, encoded, batch, joined)
+        mask_fn = model.mask_fn(x, joined) if model.mask_tasks else None
     return _inference(_compiled(model.decoder, compile, case.device), ctx, q, x, valid, q_valid, mask_fn)
 
 

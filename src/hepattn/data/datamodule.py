@@ -12,16 +12,16 @@ from hepattn.data.sampler import SizeBalancedSampler
 class SplitDataModule(L.LightningDataModule):
     """Loaders over the train/val/test datasets a subclass provides (predict uses test)."""
 
-    def __init__(self, hit_fields: tuple[str, ...], batch_size: int, num_workers: int = 0):
+    def __init__(self, batch_size: int, num_workers: int = 0):
+        """Build the loaders' settings.
+
+        Args:
+            batch_size: events per batch.
+            num_workers: loader processes (0: load in the training process).
+        """
         super().__init__()
-        self.hit_fields = list(hit_fields)
         self.batch_size = batch_size
         self.num_workers = num_workers
-
-    @property
-    def input_fields(self) -> list[str]:
-        """The hit fields the model reads (linked to the input network by the CLI)."""
-        return self.hit_fields
 
     def dataset(self, split: str) -> Dataset:
         raise NotImplementedError

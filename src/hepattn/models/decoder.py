@@ -80,7 +80,23 @@ class Decoder(nn.Module):
         mlp_ratio: float = 4.0,
         mask_attention: bool = True,
     ):
+        """Build the decoder.
+
+        Args:
+            dim: embedding size D (the model width).
+            depth: number of layers; each layer's query state feeds the object tasks.
+            num_heads: attention heads H.
+            kernel: attention kernel of the cross- and self-attention ("torch", "flex", "flash").
+            norm: "pre", "post" or "hybrid" placement of the LayerNorms (see ``layers.norm_recipe``).
+            qk_norm: normalise queries and keys before the dot product.
+            layer_scale_init: initial LayerScale of each residual branch (None: none).
+            mlp: feed-forward block: "swiglu" or "gelu".
+            mlp_ratio: hidden size of the feed-forward block over D.
+            mask_attention: each query attends only to the constituents its current mask keeps
+                (Mask2Former, arXiv 2112.01527); needs an object mask task.
+        """
         super().__init__()
+        self.dim = dim
         self.mask_attention = mask_attention
         self.layers = nn.ModuleList(
             DecoderLayer(
@@ -128,6 +144,12 @@ class LearnedQueries(nn.Module):
     """A fixed set of Q learned query vectors, the same for every event (DETR)."""
 
     def __init__(self, num_queries: int, dim: int):
+        """Build the query maker.
+
+        Args:
+            num_queries: Q, the most objects an event can have.
+            dim: embedding size D.
+        """
         super().__init__()
         self.queries = nn.Parameter(torch.randn(num_queries, dim) * 0.02)
 
@@ -210,7 +232,7 @@ class SampledQueries(nn.Module):
     no target, which validity must reject, and several seeds per object (``criterion.SeedOwnerCriterion``).
     """
 
-    def __init__(self, num_queries: int, dim: int, identity_init: bool = True):
+    def __init__(self, num_queries: int, dim: int, identity_init: bool = True, input_name: str | None = None):
         """Build the query maker.
 
         Args:
@@ -218,8 +240,10 @@ class SampledQueries(nn.Module):
             dim: embedding size D.
             identity_init: start the projection as the identity, so that a query begins as its seed's
                 embedding (with a shared mask embedding its first mask is centred on its seed).
+            input_name: the constituent type that seeds the queries; None: the model's only type.
         """
         super().__init__()
+        self.input_name = input_name
         self.num_queries = num_queries
         self.proj = seed_projection(dim, identity_init)
 

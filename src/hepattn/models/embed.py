@@ -54,6 +54,7 @@ class InputNet(nn.Module):
         """
         super().__init__()
         self.input_name = input_name
+        self.dim = dim
         self.fields = list(fields)
         fourier_fields = fourier_fields or {}
         self.fourier = nn.ModuleDict(

@@ -1,4 +1,4 @@
-"""Windowed self-attention encoder over phi-sorted constituents.
+"""Windowed self-attention encoder over (phi-)sorted constituents.
 
 # B batch, N constituents, G register tokens, D dim, H heads, Dh head dim.
 """
@@ -92,36 +92,13 @@ class NoRegisters(nn.Module):
         return x
 
 
-def sort_order(key: Tensor, valid: Tensor | None, cu_seqlens: Tensor | None = None) -> Tensor:
-    """Indices (B, N) that sort each event by ``key``, padding last (or, packed, within each segment)."""
-    if valid is not None:
-        key = key.masked_fill(~valid, float("inf"))
-    order = torch.argsort(key, dim=-1, stable=True)
-    if cu_seqlens is not None:  # packed (1, total): keep each event's constituents in its own segment
-        lengths = (cu_seqlens[1:] - cu_seqlens[:-1]).long()
-        segment = torch.repeat_interleave(torch.arange(len(lengths), device=key.device), lengths)
-        order = order.gather(-1, torch.argsort(segment[order], dim=-1, stable=True))
-    return order
-
-
-def gather_rows(x: Tensor, order: Tensor) -> Tensor:
-    """``x[b, order[b]]`` for x of shape (B, N) or (B, N, D)."""
-    index = order if x.dim() == 2 else order.unsqueeze(-1).expand(-1, -1, x.shape[-1])
-    return x.gather(1, index)
-
-
-def scatter_rows(x: Tensor, order: Tensor) -> Tensor:
-    """Inverse of ``gather_rows``: put row i of ``x`` back at position ``order[b, i]``."""
-    index = order.unsqueeze(-1).expand(-1, -1, x.shape[-1])
-    return torch.empty_like(x).scatter_(1, index, x)
-
-
 class Encoder(nn.Module):
-    """A stack of ``EncoderLayer`` over constituents sorted by a key (e.g. phi), returned in input order.
+    """A stack of ``EncoderLayer`` over constituents in the order it is given (``MaskFormer`` sorts them).
 
-    Sorting makes a sliding window of W constituents a neighbourhood in phi; with ``wrap`` the window is
-    cyclic, since phi is periodic. Options: norm placement (pre, post, HybridNorm), QK-norm, LayerScale,
-    value residual learning (arXiv 2410.17897), register tokens, SwiGLU or GELU feed-forward.
+    On constituents sorted by phi a sliding window of W constituents is a neighbourhood in phi; with
+    ``wrap`` the window is cyclic, since phi is periodic. Options: norm placement (pre, post, HybridNorm),
+    QK-norm, LayerScale, value residual learning (arXiv 2410.17897), register tokens, SwiGLU or GELU
+    feed-forward.
     """
 
     def __init__(
@@ -141,7 +118,27 @@ class Encoder(nn.Module):
         mlp_ratio: float = 4.0,
         varlen: bool = False,
     ):
+        """Build the encoder.
+
+        Args:
+            dim: embedding size D (the model width).
+            depth: number of layers.
+            num_heads: attention heads H (D must be divisible by H).
+            kernel: attention kernel: "torch", "flex" or "flash" (``hepattn info`` lists what is usable).
+            window: each constituent attends to the W nearest in the given order (None: all).
+            wrap: the window is cyclic (for constituents sorted by an angle).
+            norm: "pre", "post" or "hybrid" (HybridNorm, arXiv 2503.04598) placement of the LayerNorms.
+            qk_norm: normalise queries and keys before the dot product (arXiv 2010.04245).
+            layer_scale_init: initial value of LayerScale on each residual branch (arXiv 2103.17239);
+                None: no LayerScale.
+            value_residual: mix the first layer's values into every layer's (arXiv 2410.17897).
+            num_registers: learned register tokens every constituent may attend to (arXiv 2309.16588).
+            mlp: feed-forward block: "swiglu" (arXiv 2002.05202) or "gelu".
+            mlp_ratio: hidden size of the feed-forward block over D.
+            varlen: take packed events (``cu_seqlens``): no work on padding; ``MaskFormer`` packs for it.
+        """
         super().__init__()
+        self.dim = dim
         if varlen and num_registers:
             raise ValueError("register tokens are not supported with packed (varlen) sequences")
         self.varlen = varlen  # forward takes packed events (cu_seqlens); MaskFormer then packs its batches
@@ -158,7 +155,6 @@ class Encoder(nn.Module):
         self,
         x: Tensor,
         x_valid: Tensor | None = None,
-        sort_key: Tensor | None = None,
         cu_seqlens: Tensor | None = None,
     ) -> Tensor:
         """Encode constituents.
@@ -166,20 +162,14 @@ class Encoder(nn.Module):
         Args:
             x: (B, N, D) embedded constituents, or (1, total, D) packed with ``cu_seqlens``.
             x_valid: (B, N) True for real constituents (padding at the end of each row).
-            sort_key: (B, N) value to sort by before attention (e.g. phi); None keeps the input order.
             cu_seqlens: (B + 1,) int32 segment offsets of a packed batch.
 
         Returns:
-            (B, N, D) encoded constituents in the input order.
+            (B, N, D) encoded constituents, in the order given.
         """
-        order = None if sort_key is None else sort_order(sort_key, x_valid, cu_seqlens)
-        if order is not None:
-            x = gather_rows(x, order)
-            x_valid = None if x_valid is None else gather_rows(x_valid, order)
         x, x_valid = self.registers.add(x, x_valid)
         v_first, reuse = None, {}  # every layer sees the same positions: its kernel's masks are built once
         for layer in self.layers:
             x, v = layer(x, x_valid, v_first, cu_seqlens, reuse)
             v_first = v if v_first is None else v_first
-        x = self.out_norm(self.registers.drop(x))
-        return x if order is None else scatter_rows(x, order)
+        return self.out_norm(self.registers.drop(x))

@@ -206,9 +206,13 @@ def cross_entropy_loss(logits: Tensor, labels: Tensor, class_weights: Tensor | N
 
 
 def cross_entropy_cost(logits: Tensor, labels: Tensor) -> Tensor:
-    """Pairwise `cross_entropy_loss` (B, Q, T) of (B, Q, C) logits against (B, T) labels (padding >= 0)."""
+    """Pairwise `cross_entropy_loss` (B, Q, T) of (B, Q, C) logits against (B, T) integer labels.
+
+    Padded targets may hold any label, e.g. -1: the matcher ignores their columns, so they are read as 0.
+    """
     log_prob = logits.float().log_softmax(-1)
-    return -log_prob.gather(-1, labels[:, None].expand(-1, log_prob.shape[1], -1))
+    index = labels.long().clamp_min(0)[:, None].expand(-1, log_prob.shape[1], -1)
+    return -log_prob.gather(-1, index)
 
 
 def bce_loss(

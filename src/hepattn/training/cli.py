@@ -14,11 +14,13 @@ from hepattn.training.module import MaskFormerModule
 
 
 class HepattnCLI(LightningCLI):
-    """LightningCLI with the links that keep each value in one place."""
+    """LightningCLI over ``MaskFormerModule``; any data module (``subclass_mode_data``).
 
-    def add_arguments_to_parser(self, parser) -> None:
-        # the data decides which hit fields exist; the input network reads exactly those
-        parser.link_arguments("data.init_args.hit_fields", "model.model.init_args.input_net.init_args.fields")
+    Each value is said once: the input networks name the fields they read (the data modules deliver
+    every field they have), and a learning-rate schedule left without ``total_steps`` runs for the
+    trainer's ``max_steps`` (``MaskFormerModule.make_scheduler``). Values the model repeats, such as
+    its width, are YAML anchors in the shipped configs; ``MaskFormer`` checks that its parts agree on it.
+    """
 
 
 def run(argv: list[str]) -> None:
@@ -45,10 +47,14 @@ def build(configs: Sequence[str | Path], overrides: Sequence[str] = ()) -> Hepat
 
 
 def load_weights(module: torch.nn.Module, checkpoint: str | Path) -> torch.nn.Module:
-    """Load a Lightning checkpoint's weights into ``module`` (built from the same config); eval mode."""
-    checkpoint = Path(checkpoint)
-    if not checkpoint.is_file():
-        raise FileNotFoundError(f"no checkpoint at {checkpoint}")
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]
-    module.load_state_dict(state)
+    """Load a Lightning checkpoint's weights into ``module`` (built from the same config); eval mode.
+
+    The file is read with ``weights_only=True`` (see ``hepattn.training.checkpoint``), so it cannot run code.
+    """
+    from hepattn.training.checkpoint import CheckpointError, load_checkpoint
+
+    loaded = load_checkpoint(checkpoint)
+    if "state_dict" not in loaded:
+        raise CheckpointError(f"{checkpoint}: no 'state_dict' in it: not a Lightning checkpoint")
+    module.load_state_dict(loaded["state_dict"])
     return module.eval()

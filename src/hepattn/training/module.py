@@ -1,14 +1,14 @@
-"""The LightningModule: runs the steps, logs the losses and the tracking metrics."""
+"""The LightningModule: runs the steps, logs the losses and the metrics the config names."""
+
+import math
 
 import lightning as L
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 
-from hepattn.metrics.reco import track_counts, track_rates
+from hepattn.metrics.objects import ObjectMatchingMetric
 from hepattn.models.criterion import Criterion
 from hepattn.models.maskformer import MaskFormer
-from hepattn.models.tasks.classify import ObjectValidTask
-from hepattn.models.tasks.mask import ObjectMaskTask
 
 
 class MaskFormerModule(L.LightningModule):
@@ -18,16 +18,28 @@ class MaskFormerModule(L.LightningModule):
         self,
         model: MaskFormer,
         criterion: Criterion,
+        metrics: list[ObjectMatchingMetric] | None = None,
         optimizer: OptimizerCallable = torch.optim.AdamW,
         lr_scheduler: LRSchedulerCallable | None = None,
     ):
+        """Build the module.
+
+        Args:
+            model: the network.
+            criterion: matching and losses.
+            metrics: accumulated over each validation and test epoch and logged as ``{stage}/{name}``;
+                each has ``update(preds, batch)``, ``compute()`` and ``reset()`` (``metrics.objects``).
+            optimizer: the optimizer, given the parameters.
+            lr_scheduler: stepped every optimizer step. A schedule whose length is a number of steps
+                (``total_steps``, as OneCycleLR's) left unset gets the trainer's ``max_steps``.
+        """
         super().__init__()
-        self.save_hyperparameters(ignore=["model", "criterion"])
+        self.save_hyperparameters(ignore=["model", "criterion", "metrics"])
         self.model = model
         self.criterion = criterion
+        self.metrics = list(metrics or [])
         self.optimizer = optimizer
         self.lr_scheduler = lr_scheduler
-        self.counts: dict[str, int] = {}
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict:
         return self.model(batch)
@@ -35,7 +47,7 @@ class MaskFormerModule(L.LightningModule):
     def shared_step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
         outputs = self.model(batch)
         losses = self.criterion(outputs, batch, self.model.tasks)
-        size = batch[f"{self.model.input_name}_valid"].shape[0]
+        size = batch[f"{self.model.input_names[0]}_valid"].shape[0]
         sync = stage != "train"  # epoch-level val/test means: averaged over the processes under DDP
         self.log_dict({f"{stage}/{k}": v for k, v in losses.items()}, batch_size=size, sync_dist=sync)
         self.log(f"{stage}_loss", losses["loss"], batch_size=size, prog_bar=True, sync_dist=sync)
@@ -44,29 +56,18 @@ class MaskFormerModule(L.LightningModule):
         return losses["loss"]
 
     def accumulate(self, outputs: dict, batch: dict[str, torch.Tensor]) -> None:
-        """Add this batch's track counts (for models with a validity and a mask task)."""
-        tasks = self.model.object_tasks
-        valid = next((t for t in tasks if isinstance(t, ObjectValidTask)), None)
-        mask = next((t for t in tasks if isinstance(t, ObjectMaskTask)), None)
-        if valid is None or mask is None:
-            return
-        preds = self.model.predict(outputs)
-        obj, hit = mask.target_object, mask.input_name
-        counts = track_counts(
-            preds[valid.name]["valid"] & preds["queries"]["valid"],
-            preds[mask.name]["mask"],
-            batch[f"{obj}_valid"],
-            batch[f"{obj}_{hit}_valid"],
-            batch[f"{hit}_valid"],
-            batch.get(f"{obj}_target"),  # with all particles as objects, efficiency counts the targets
-        )
-        for k, v in counts.items():
-            self.counts[k] = self.counts.get(k, 0) + v
+        """Add this batch's predictions to every metric."""
+        if self.metrics:
+            preds = self.model.predict(outputs)
+            for metric in self.metrics:
+                metric.update(preds, batch)
 
     def log_rates(self, stage: str) -> None:
-        if self.counts:
-            self.log_dict({f"{stage}/{k}": v for k, v in track_rates(self.counts).items()}, sync_dist=True)
-        self.counts = {}
+        for metric in self.metrics:
+            rates = metric.compute()
+            if rates:
+                self.log_dict({f"{stage}/{k}": v for k, v in rates.items()}, sync_dist=True)
+            metric.reset()
 
     def training_step(self, batch, batch_idx):
         return self.shared_step(batch, "train")
@@ -92,5 +93,25 @@ class MaskFormerModule(L.LightningModule):
             return optimizer
         return {
             "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": self.lr_scheduler(optimizer), "interval": "step"},
+            "lr_scheduler": {"scheduler": self.make_scheduler(optimizer), "interval": "step"},
         }
+
+    def make_scheduler(self, optimizer: torch.optim.Optimizer):
+        """The configured schedule; one whose ``total_steps`` the config leaves unset runs the whole fit.
+
+        Its length is the trainer's number of optimizer steps (``Trainer.estimated_stepping_batches``:
+        ``max_steps``, or ``max_epochs`` times the steps per epoch when ``max_steps`` is -1), so
+        ``--trainer.max_steps N`` alone sets both the run's and the schedule's length.
+        """
+        given = getattr(self.lr_scheduler, "keywords", {})
+        if "total_steps" not in given or given["total_steps"] is not None or given.get("epochs") is not None:
+            return self.lr_scheduler(optimizer)
+        trainer = self._trainer
+        steps = None if trainer is None else trainer.estimated_stepping_batches
+        if steps is None or not math.isfinite(steps) or steps < 1:
+            raise ValueError(
+                "the learning-rate schedule needs its length: set trainer.max_steps or trainer.max_epochs "
+                "(or the schedule's total_steps)"
+            )
+        steps = int(steps)
+        return self.lr_scheduler(optimizer, total_steps=steps)

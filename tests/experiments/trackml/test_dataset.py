@@ -86,12 +86,10 @@ def test_datamodule_batches_prepared_events(tmp_path, make_frames):
 
     for i in range(3):
         save_event(tmp_path / f"event00000000{i}.npz", prepare_event(make_frames(), volumes=[8]))
-    dm = TrackMLDataModule(
-        train_dir=str(tmp_path), hit_fields=("x", "phi"), batch_size=2, min_pt=0.1, min_hits=2
-    )
+    dm = TrackMLDataModule(train_dir=str(tmp_path), batch_size=2, min_pt=0.1, min_hits=2)
     batches = list(dm.train_dataloader())
     assert [b["hit_valid"].shape[0] for b in batches] == [2, 1]
     assert batches[0]["particle_hit_valid"].shape == (2, 2, 6)
-    assert dm.input_fields == ["x", "phi"]
+    assert {"hit_x", "hit_phi", "hit_r", "hit_valid"} <= batches[0].keys()
     with pytest.raises(ValueError, match="val_dir"):
         dm.val_dataloader()

@@ -24,6 +24,37 @@ from hepattn.training.cli import build
 pytest.importorskip("acts", reason="the demo simulates events: needs the sim extra")
 
 
+def assert_metrics_are_the_rates_of_their_counts(metrics: dict) -> None:
+    """Each rate is its count over its denominator (0 if that is 0); counts nest; rates lie in [0, 1]."""
+    c, f, t = metrics["counts"], metrics["filter"], metrics["tracking"]
+    assert all(type(n) is int and n >= 0 for n in c.values()), c
+    assert c["particles"] > 0 and c["target_hits"] > 0  # the test events hold reconstructable particles
+    assert c["target_hits_kept"] <= min(c["target_hits"], c["hits_kept"]) and c["hits_kept"] <= c["hits"]
+    assert c["perfect_found"] <= min(c["dm_found"], c["lhc_found"])  # a perfect track is DM and LHC
+    assert max(c["dm_found"], c["lhc_found"], c["targets_retained"]) <= c["particles"]
+    assert max(c["fake_tracks"], c["duplicate_tracks"]) <= c["tracks"]
+
+    def ratio(num: str, den: str):
+        return pytest.approx(c[num] / c[den] if c[den] else 0.0)
+
+    assert f["hit_efficiency"] == ratio("target_hits_kept", "target_hits")
+    assert f["hit_purity"] == ratio("target_hits_kept", "hits_kept")
+    assert f["particle_retention"] == ratio("targets_retained", "particles")
+    for rate, count in (("dm", "dm_found"), ("perfect", "perfect_found"), ("lhc", "lhc_found")):
+        assert t[f"{rate}_efficiency"] == ratio(count, "particles"), rate
+    assert t["fake_rate"] == ratio("fake_tracks", "tracks")
+    assert t["duplicate_rate"] == ratio("duplicate_tracks", "tracks")
+    events = t["num_test_events"]
+    assert f["hits_per_event_before"] == pytest.approx(c["hits"] / events)
+    assert f["hits_per_event_after"] == pytest.approx(c["hits_kept"] / events)
+    assert t["tracks_per_event"] == pytest.approx(c["tracks"] / events)
+    rates = {**f, **t}
+    for key in ("hit_efficiency", "hit_purity", "roc_auc", "particle_retention", "dm_efficiency",
+                "perfect_efficiency", "lhc_efficiency", "fake_rate", "fake_rate_pt_min", "duplicate_rate",
+                "trackml_score"):  # fmt: skip
+        assert 0.0 <= rates[key] <= 1.0, key  # NaN fails too
+
+
 @pytest.mark.slow
 @pytest.mark.requiresdata
 def test_demo_runs_end_to_end(tmp_path, trackml_dir):
@@ -42,9 +73,7 @@ def test_demo_runs_end_to_end(tmp_path, trackml_dir):
     }.items():  # fmt: skip
         assert set(keys) <= set(saved[section]), section
         assert saved[section] == pytest.approx(metrics[section])
-    for value in (*saved["filter"].values(), *saved["tracking"].values()):
-        assert value == value  # no NaN
-    assert 0.0 <= saved["tracking"]["dm_efficiency"] <= 1.0
+    assert_metrics_are_the_rates_of_their_counts(saved)
     submission = pd.read_csv(tmp_path / "submission.csv")
     assert submission.event_id.nunique() == 2
     assert (tmp_path / "report.md").read_text().startswith("# hepattn demo report")

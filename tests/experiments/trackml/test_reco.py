@@ -87,6 +87,18 @@ def test_filter_losses_count_against_the_efficiency(tmp_path):
     assert metrics["filter"]["hit_purity"] == pytest.approx(5 / 6)
 
 
+def test_particle_retention_counts_targets_keeping_three_hits_summed_over_events(tmp_path):
+    # event 1: the filter leaves particle 1 one hit of three (lost), particle 0 all four; event 2 keeps all
+    lossy = predictions([0, 0, 0, 0, -1, -1, 1, -1], [0.9, 0.9, 0.9, 0.9, 0.1, 0.1, 0.9, 0.9])
+    events = [("event000000001", event(), lossy), ("event000000002", event(), predictions([0] * 7 + [-1]))]
+    path = write_predictions(tmp_path / "p.h5", events, {"threshold": 0.5})
+    metrics = evaluate(path)
+    assert (metrics["counts"]["particles"], metrics["counts"]["targets_retained"]) == (4, 3)
+    assert metrics["filter"]["particle_retention"] == 3 / 4
+    path = write_predictions(tmp_path / "q.h5", events, {"threshold": 0.5, "min_pt": 10.0})
+    assert evaluate(path)["filter"]["particle_retention"] == 0.0  # no targets: 0, as the other rates
+
+
 def test_fake_rate_above_the_pt_cut_counts_tracks_by_their_reconstructed_pt(tmp_path):
     # track 0 is particle 0's; track 1 (hits 3, 4, 7: three particles) is fake; track 2 holds hits 5, 6
     preds = predictions([0, 0, 0, 1, 1, 2, 2, 1])

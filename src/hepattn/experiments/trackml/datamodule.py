@@ -9,8 +9,8 @@ from hepattn.experiments.trackml.dataset import TargetCuts, TrackMLDataset
 class TrackMLDataModule(SplitDataModule):
     """Train/val/test splits of prepared events (``hepattn prep`` output folders).
 
-    The model sizes that the data decides are exposed as properties so that the CLI can link them
-    (``input_fields`` for the input network), instead of writing them twice in a config.
+    Every event carries all the hit features it has (``dataset.KNOWN_FEATURES``); the input network's
+    ``fields`` in the config say which ones the model reads.
     With ``all_particles`` every particle with a hit is an object (``particle_target`` flags those passing
     the pT, eta and hit cuts), so masks can be learned for all of them while validity and efficiency
     concern the targets; by default the objects are the targets only.
@@ -21,7 +21,6 @@ class TrackMLDataModule(SplitDataModule):
         train_dir: str | None = None,
         val_dir: str | None = None,
         test_dir: str | None = None,
-        hit_fields: tuple[str, ...] = ("x", "y", "z", "r", "eta", "phi", "u", "v"),
         min_pt: float = 1.0,
         max_eta: float = 4.0,
         min_hits: int = 3,
@@ -32,7 +31,23 @@ class TrackMLDataModule(SplitDataModule):
         num_test: int | None = None,
         all_particles: bool = False,
     ):
-        super().__init__(hit_fields, batch_size, num_workers)
+        """Name the splits' folders and the target cuts.
+
+        Args:
+            train_dir: folder of prepared training events (``eventNNNNNNNNN.npz``).
+            val_dir: folder of prepared validation events.
+            test_dir: folder of prepared test events (also used by ``predict``).
+            min_pt: targets have a transverse momentum above this (GeV).
+            max_eta: targets have |eta| below this.
+            min_hits: targets leave at least this many hits in the kept volumes.
+            batch_size: events per batch.
+            num_workers: loader processes (0: load in the training process).
+            num_train: use only the first this many training events (default: all).
+            num_val: use only the first this many validation events (default: all).
+            num_test: use only the first this many test events (default: all).
+            all_particles: every particle with a hit is an object, the targets flagged (see above).
+        """
+        super().__init__(batch_size, num_workers)
         self.all_particles = all_particles
         self.dirs = {"train": train_dir, "val": val_dir, "test": test_dir}
         self.limits = {"train": num_train, "val": num_val, "test": num_test}
@@ -45,7 +60,7 @@ class TrackMLDataModule(SplitDataModule):
             if directory is None:
                 raise ValueError(f"no {split}_dir given to {type(self).__name__}")
             self.datasets[split] = TrackMLDataset(
-                Path(directory), self.hit_fields, self.cuts, self.limits[split], self.all_particles
+                Path(directory), None, self.cuts, self.limits[split], self.all_particles
             )
         return self.datasets[split]
 

@@ -18,7 +18,8 @@ from hepattn.data import kinematics as kin
 
 HIT_FEATURES = ("x", "y", "z", "r", "phi", "eta", "theta", "u", "v")
 CELL_FEATURES = ("ncells", "charge", "extent_u", "extent_v")
-FILTER_FEATURES = ("filter_prob",)  # in events written by the hit filter (experiments.reco)
+FILTER_FEATURES = ("filter_prob",)  # in events written by the hit filter (experiments.trackml.reco)
+KNOWN_FEATURES = HIT_FEATURES + CELL_FEATURES + FILTER_FEATURES
 PARTICLE_FIELDS = ("pt", "eta", "phi", "q", "vz", "nhits")
 
 # Named scalings that bring every feature to order one (lengths in m, conformal in 1/m ...).
@@ -129,9 +130,15 @@ def seed_hits(event: dict[str, np.ndarray], target_index: np.ndarray) -> np.ndar
 
 
 def to_model_inputs(
-    event: dict[str, np.ndarray], cuts: TargetCuts, hit_fields: list[str], all_particles: bool = False
+    event: dict[str, np.ndarray],
+    cuts: TargetCuts,
+    hit_fields: list[str] | None = None,
+    all_particles: bool = False,
 ) -> dict[str, torch.Tensor]:
     """One event as a ``data.batch`` dict: scaled hit fields, targets, masks and labels.
+
+    The hit fields are ``hit_fields`` (plus phi), or by default every known feature the event has; the
+    model's input network reads the ones its config names.
 
     The objects (``particle_*``) are the target particles (those passing ``cuts``), or with
     ``all_particles`` every particle with a hit in the event; ``particle_target`` flags the targets.
@@ -144,7 +151,9 @@ def to_model_inputs(
     else:
         objects = np.flatnonzero(is_target)
     target = np.flatnonzero(is_target)
-    fields = dict.fromkeys([*hit_fields, "phi"])  # phi is always there: the encoder sorts by it
+    if hit_fields is None:
+        hit_fields = [f for f in KNOWN_FEATURES if f"hit_{f}" in event]
+    fields = dict.fromkeys([*hit_fields, "phi"])  # phi is always there: the model sorts by it
     out = {
         f"hit_{f}": torch.from_numpy(event[f"hit_{f}"] * np.float32(FEATURE_SCALES.get(f, 1.0)))
         for f in fields
@@ -180,7 +189,7 @@ class TrackMLDataset(Dataset):
     def __init__(
         self,
         directory: str | Path,
-        hit_fields: list[str],
+        hit_fields: list[str] | None = None,
         cuts: TargetCuts | None = None,
         limit=None,
         all_particles: bool = False,
@@ -193,11 +202,10 @@ class TrackMLDataset(Dataset):
         self.files = sorted(directory.glob("event*.npz"))[:limit]
         if not self.files:
             raise FileNotFoundError(f"no prepared events (event*.npz) in {directory}")
-        known = HIT_FEATURES + CELL_FEATURES + FILTER_FEATURES
-        unknown = set(hit_fields) - set(known)
+        unknown = set(hit_fields or []) - set(KNOWN_FEATURES)
         if unknown:
-            raise ValueError(f"unknown hit fields {sorted(unknown)}; known: {known}")
-        self.hit_fields = list(hit_fields)
+            raise ValueError(f"unknown hit fields {sorted(unknown)}; known: {KNOWN_FEATURES}")
+        self.hit_fields = None if hit_fields is None else list(hit_fields)
         self.cuts = cuts or TargetCuts()
         self.all_particles = all_particles
 

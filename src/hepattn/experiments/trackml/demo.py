@@ -27,6 +27,7 @@ from hepattn.experiments.trackml.predictions import write_predictions, write_sub
 from hepattn.experiments.trackml.prep import prepare_directory
 from hepattn.experiments.trackml.reco import Reconstruction, filter_directory
 from hepattn.experiments.trackml.report import write_report
+from hepattn.training.checkpoint import load_checkpoint
 from hepattn.training.cli import build, load_weights
 
 PIXEL_VOLUMES = [7, 8, 9]
@@ -146,7 +147,7 @@ def train(
     clock = root / "train_seconds.txt"
     spent = float(clock.read_text()) if clock.is_file() else 0.0
     if previous is not None:
-        step = torch.load(previous, map_location="cpu", weights_only=False)["global_step"]
+        step = load_checkpoint(previous)["global_step"]
         if step >= steps:
             return previous, spent
     command = [sys.executable, "-m", "hepattn.cli", "fit", *[f"--config={c}" for c in configs]]

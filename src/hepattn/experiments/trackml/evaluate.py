@@ -14,7 +14,7 @@ from hepattn.experiments.trackml.dataset import TargetCuts
 from hepattn.experiments.trackml.figures import write_figures
 from hepattn.experiments.trackml.predictions import read_predictions
 from hepattn.metrics.binned import concat_tables, track_table
-from hepattn.metrics.filter import retention_counts, roc_auc
+from hepattn.metrics.filter import retention_counts, retention_rate, roc_auc
 from hepattn.metrics.reco import track_rates, trackml_score
 
 
@@ -97,7 +97,10 @@ def evaluate(predictions: str | os.PathLike, out_dir: str | os.PathLike | None =
         "hit_efficiency": totals["target_hits_kept"] / max(totals["target_hits"], 1),
         "hit_purity": totals["target_hits_kept"] / max(totals["hits_kept"], 1),
         "roc_auc": roc_auc(prob, label),
-        "particle_retention": totals["targets_retained"] / max(totals["particles"], 1),
+        # 0 without targets, like the rates above (retention_rate alone says NaN)
+        "particle_retention": retention_rate(
+            {"retained": totals["targets_retained"], "particles": max(totals["particles"], 1)}
+        ),
         "hits_per_event_before": totals["hits"] / num_events,
         "hits_per_event_after": totals["hits_kept"] / num_events,
     }

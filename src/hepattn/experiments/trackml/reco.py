@@ -20,8 +20,7 @@ from hepattn.training.module import MaskFormerModule
 
 
 def _inputs(module: MaskFormerModule, event: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
-    fields = module.model.input_net.fields
-    batch = collate([to_model_inputs(event, TargetCuts(), fields)])
+    batch = collate([to_model_inputs(event, TargetCuts())])
     return {k: v.to(module.device) for k, v in batch.items()}
 
 

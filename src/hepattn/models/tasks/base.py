@@ -20,9 +20,10 @@ def check_weights(kind: str, weights: dict[str, float], known: dict, task: str) 
 
 
 class ConstituentTask(nn.Module):
-    """A per-constituent head on the encoder output."""
+    """A per-constituent head on the encoder output, over the constituents of one type."""
 
     name: str
+    input_name: str  # the constituent type it reads, e.g. "hit"
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         """Raw outputs from the encoded constituents x (B, N, D)."""

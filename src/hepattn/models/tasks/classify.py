@@ -91,6 +91,18 @@ class ObjectClassificationTask(ObjectTask):
         loss_weight: float = 1.0,
         cost_weight: float = 1.0,
     ):
+        """Build the head.
+
+        Args:
+            name: the task's name: its outputs, losses and logged metrics go under it.
+            dim: width of the query embeddings.
+            num_classes: number of classes; the labels are 0 .. num_classes - 1.
+            target_object: the objects whose field is learned (``particle``: ``particle_{field}``).
+            field: the integer field holding each object's class.
+            class_weights: the cross-entropy weight of each class (default: all 1).
+            loss_weight: weight of the cross-entropy in the total loss.
+            cost_weight: weight of the class cost in the matching (0: the matcher ignores the class).
+        """
         super().__init__()
         self.name = name
         self.target_object = target_object
@@ -111,10 +123,7 @@ class ObjectClassificationTask(ObjectTask):
     def cost(self, outputs, batch) -> Tensor | None:
         if not self.cost_weight:
             return None
-        log_prob = outputs["logits"].float().log_softmax(-1)  # (B, Q, C)
-        labels = batch[self.key].long().clamp_min(0)  # (B, T); padded targets are ignored by the matcher
-        index = labels.unsqueeze(1).expand(-1, log_prob.shape[1], -1)
-        return -self.cost_weight * log_prob.gather(-1, index)
+        return self.cost_weight * losses.cross_entropy_cost(outputs["logits"], batch[self.key])
 
     def loss(self, outputs, aligned, matched, batch) -> dict[str, Tensor]:
         logits = outputs["logits"].float()[matched]

@@ -30,6 +30,19 @@ class ObjectRegressionTask(ObjectTask):
         loss_weight: float = 1.0,
         cost_weight: float = 0.0,
     ):
+        """Build the head.
+
+        Args:
+            name: the task's name: its outputs, losses and logged metrics go under it.
+            dim: width of the query embeddings.
+            fields: the object fields to regress (``{target_object}_{field}`` in the batch).
+            target_object: the objects whose fields are learned.
+            offsets: per field, subtracted after the log (default 0).
+            scales: per field, divided by after the offset (default 1).
+            log_fields: fields learned as their logarithm (e.g. ``pt``).
+            loss_weight: weight of the L1 loss (in the normalised space) in the total loss.
+            cost_weight: weight of the L1 cost in the matching (0: the matcher ignores it).
+        """
         super().__init__()
         self.name = name
         self.target_object = target_object
