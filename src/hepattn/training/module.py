@@ -31,7 +31,8 @@ class MaskFormerModule(L.LightningModule):
                 each has ``update(preds, batch)``, ``compute()`` and ``reset()`` (``metrics.objects``).
             optimizer: the optimizer, given the parameters.
             lr_scheduler: stepped every optimizer step. A schedule whose length is a number of steps
-                (``total_steps``, as OneCycleLR's) left unset gets the trainer's ``max_steps``.
+                (``total_steps``, as OneCycleLR's) left unset runs for the fit's optimizer steps
+                (``max_steps``, or ``max_epochs`` worth of steps).
         """
         super().__init__()
         self.save_hyperparameters(ignore=["model", "criterion", "metrics"])
