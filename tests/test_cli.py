@@ -21,7 +21,7 @@ from hepattn.cli import main
 from hepattn.data.trackml import event_prefix, write_event
 
 COMMANDS = (
-    "info", "simulate", "prep", "validate-sim", "plot-event", "demo", "evaluate", "bench",
+    "info", "simulate", "prep", "validate-sim", "plot-event", "demo", "evaluate", "reconstruct", "bench",
     "fit", "validate", "test", "predict",
 )  # fmt: skip
 CIRCLES = Path(hepattn.__file__).parent / "configs" / "toy" / "circles.yaml"

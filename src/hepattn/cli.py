@@ -120,6 +120,24 @@ def evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def reconstruct(args: argparse.Namespace) -> int:
+    """Trained filter and tracker on TrackML events (truth not needed) to a TrackML submission CSV."""
+    import torch
+
+    from hepattn.experiments.trackml.submission import load_models, write_reconstruction
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    models = load_models(args.models, args.filter_ckpt, args.tracker_ckpt, device)
+    done = write_reconstruction(args.input, models, args.out, args.predictions)
+    print(
+        f"wrote {done['hits']:,} hits of {done['events']} events to {done['submission']} "
+        f"({done['model_ms_per_event']:.0f} ms per event in the models)"
+    )
+    if done["predictions"] is not None:
+        print(f"the events have truth: score them with `hepattn evaluate {done['predictions']}`")
+    return 0
+
+
 def bench(args: argparse.Namespace) -> int:
     """Time and memory of the shipped TrackML models against the number of hits."""
     from hepattn.bench.run import Settings, command
@@ -249,6 +267,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("predictions", help="predictions HDF5 written by the demo or `predict`")
     p.add_argument("--out", help="folder for the plots (default: next to the predictions)")
     p.set_defaults(func=evaluate)
+    p = commands.add_parser("reconstruct", help="trained models on TrackML events to a submission CSV")
+    p.add_argument("--models", help="folder of a finished `hepattn demo` (its reconstruction.json)")
+    p.add_argument("--filter-ckpt", help="hit filter checkpoint (replaces the folder's)")
+    p.add_argument("--tracker-ckpt", help="tracker checkpoint (replaces the folder's)")
+    p.add_argument("--input", required=True, help="folder of TrackML events: hits, and cells when present")
+    p.add_argument("--out", required=True, help="submission CSV to write (event_id,hit_id,track_id)")
+    p.add_argument("--predictions", help="predictions HDF5 for `hepattn evaluate` when the events have truth")
+    p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when visible, else cpu")
+    p.set_defaults(func=reconstruct)
     p = commands.add_parser("bench", help="time and memory of the TrackML models vs hits (table, JSON, plot)")
     p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when visible, else cpu")
     p.add_argument("--hits", type=_list(COUNT), help="comma list (default cpu 1000-16000, cuda 10000-60000)")

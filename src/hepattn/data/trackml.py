@@ -135,6 +135,11 @@ def event_complete(prefix: str | os.PathLike, parts: Iterable[str] = PARTS) -> b
     return all(any(p.is_file() for p in _candidates(Path(prefix), part)) for part in _known_parts(parts))
 
 
+def available_parts(prefix: str | os.PathLike) -> list[str]:
+    """The parts of one event that have a file (either compression), in ``PARTS`` order."""
+    return [part for part in PARTS if any(p.is_file() for p in _candidates(Path(prefix), part))]
+
+
 def write_event(prefix: str | os.PathLike, frames: Mapping[str, pd.DataFrame], compress: bool = True) -> None:
     """Check ``frames`` and write each as ``{prefix}-{part}.csv.gz`` (or ``.csv``), atomically.
 

@@ -85,7 +85,9 @@ def rate_plot(
 
     Args:
         values: (M,) the variable on the x axis, shared by all curves.
-        curves: label -> (M,) booleans; each curve is ``binned_rate(passed, values, bins)``.
+        curves: label -> (M,) booleans; each curve is ``binned_rate(passed, values, bins)``. A curve
+            given as (passed, selected), two (M,) booleans, is the rate among the selected entries
+            only (e.g. efficiency versus dR in a pT range).
         bins: (K + 1,) bin edges; the horizontal bars show the bin widths.
         xlabel: x-axis label.
         ylabel: y-axis label.
@@ -94,8 +96,10 @@ def rate_plot(
     """
     fig = Figure(figsize=(6, 4.5))
     ax = fig.subplots()
-    for label, passed in curves.items():
-        centres, rate, error, _ = binned_rate(passed, values, bins, log=logx)
+    values = np.asarray(values)
+    for label, curve in curves.items():
+        passed, selected = curve if isinstance(curve, tuple) else (curve, slice(None))
+        centres, rate, error, _ = binned_rate(np.asarray(passed)[selected], values[selected], bins, log=logx)
         xerr = np.stack([centres - bins[:-1], bins[1:] - centres])
         ax.errorbar(centres, rate, yerr=error, xerr=xerr, fmt="o", ms=3.5, capsize=0, label=label)
     ax.set_xlabel(xlabel)

@@ -9,16 +9,16 @@ import torch
 
 from hepattn.experiments.trackml.evaluate import evaluate
 from hepattn.experiments.trackml.helix import helix_fit, helix_residuals, mask_helix_residuals
-from hepattn.experiments.trackml.predictions import read_predictions, write_predictions, write_submission
-from hepattn.experiments.trackml.reco import (
+from hepattn.experiments.trackml.postprocess import (
     assign_hits,
     drop_unfit_tracks,
     ranking_score,
     recover_tracks,
     refine_tracks,
-    select_hits,
     suppress_duplicates,
 )
+from hepattn.experiments.trackml.predictions import read_predictions, write_predictions, write_submission
+from hepattn.experiments.trackml.reco import TRACK_FIELDS, Reconstruction, phi_sectors, select_hits
 from hepattn.metrics.reco import trackml_score
 
 
@@ -99,17 +99,36 @@ def test_particle_retention_counts_targets_keeping_three_hits_summed_over_events
     assert evaluate(path)["filter"]["particle_retention"] == 0.0  # no targets: 0, as the other rates
 
 
-def test_fake_rate_above_the_pt_cut_counts_tracks_by_their_reconstructed_pt(tmp_path):
+def test_fake_rate_counts_tracks_passing_the_cuts_by_their_reconstructed_pt_and_eta(tmp_path):
     # track 0 is particle 0's; track 1 (hits 3, 4, 7: three particles) is fake; track 2 holds hits 5, 6
     preds = predictions([0, 0, 0, 1, 1, 2, 2, 1])
     preds["track_pt"] = np.array([2.5, 0.4, 3.2], np.float32)  # the fake track is reconstructed below 1 GeV
-    path = write_predictions(tmp_path / "p.h5", [("event000000001", event(), preds)], {"min_pt": 1.0})
+
+    def tracking(name):
+        path = write_predictions(tmp_path / name, [("event000000001", event(), preds)], {"min_pt": 1.0})
+        return evaluate(path)["tracking"]
+
+    t = tracking("p.h5")
+    assert t["fake_rate_all"] == pytest.approx(1 / 3) and t["tracks_per_event"] == 3
+    assert t["fake_rate"] == 0.0 and t["tracks_passing_cuts_per_event"] == 2
+    preds["track_pt"][1] = 1.5  # now it passes the pT cut: one fake among three passing tracks
+    assert tracking("q.h5")["fake_rate"] == pytest.approx(1 / 3)
+    preds["track_eta"][1] = -4.2  # outside abs(eta) < 4: not counted again
+    t = tracking("r.h5")
+    assert t["fake_rate"] == 0.0 and t["fake_rate_all"] == pytest.approx(1 / 3)
+
+
+def test_efficiency_in_pt_ranges_counts_the_targets_in_each(tmp_path):
+    # particle 0 (2 GeV) found, particle 1 (3 GeV) not: 1-2 GeV holds none (2 is its upper edge)
+    preds = predictions([0, 0, 0, 0, -1, -1, -1, -1])
+    ev = event() | {"particle_pt": np.array([1.5, 6.0], np.float32)}
+    path = write_predictions(tmp_path / "p.h5", [("event000000001", ev, preds)])
     t = evaluate(path)["tracking"]
-    assert t["fake_rate"] == pytest.approx(1 / 3) and t["tracks_per_event"] == 3
-    assert t["fake_rate_pt_min"] == 0.0
-    preds["track_pt"][1] = 1.5
-    path = write_predictions(tmp_path / "q.h5", [("event000000001", event(), preds)], {"min_pt": 1.0})
-    assert evaluate(path)["tracking"]["fake_rate_pt_min"] == pytest.approx(1 / 3)
+    assert (t["dm_efficiency_pt_1_2"], t["dm_efficiency_pt_above_5"]) == (1.0, 0.0)
+    ev["particle_pt"] = np.array([2.0, 3.0], np.float32)
+    path = write_predictions(tmp_path / "q.h5", [("event000000001", ev, preds)])
+    t = evaluate(path)["tracking"]
+    assert t["dm_efficiency_pt_1_2"] is None and t["dm_efficiency_pt_above_5"] is None
 
 
 def test_submission_csv_gives_the_same_trackml_score(tmp_path):
@@ -289,3 +308,48 @@ def test_unused_candidates_make_tracks_of_free_hits_that_fit_in_score_order():
     score[1] = -1.0  # not a candidate: b's hits go to the next one
     assert recover_tracks(owner, mask, score, xyz, 0.5, 1.0).tolist() == [0] * 4 + [2] * 4 + [-1] * 6
     assert recover_tracks(owner, mask, score, xyz, 0.5, 1.0, min_hits=5).tolist() == owner.tolist()
+
+
+def test_phi_sectors_cover_every_hit_and_give_each_phi_one_core():
+    rng = np.random.default_rng(3)
+    phi = rng.uniform(-np.pi, np.pi, 1000)
+    assert len(phi_sectors(phi, 1000, 300, 0.1)) == 1  # small enough: one pass over everything
+    sectors = phi_sectors(phi, 999, 300, 0.1)
+    assert len(sectors) == 4
+    assert sum(width for _, width, _ in sectors) == pytest.approx(2 * np.pi)
+    cores = np.zeros(len(phi), int)
+    for start, width, hits in sectors:
+        core = np.mod(phi - start, 2 * np.pi) < width
+        cores += core
+        assert set(np.flatnonzero(core)) <= set(hits)  # a sector holds its core ...
+        assert 250 <= core.sum() <= 251  # ... of equal counts, and its margins, across -pi / pi too
+        assert np.all(np.mod(phi[hits] - (start - 0.1), 2 * np.pi) < width + 0.2)
+    assert (cores == 1).all()
+
+
+class TruthTracks(Reconstruction):
+    """The post-processing's stand-in: each particle's hits are a track, wherever its hits are given."""
+
+    def tracks(self, kept):
+        owner = kept["hit_particle"]
+        ids = np.unique(owner[owner >= 0])
+        local = np.where(owner >= 0, np.searchsorted(ids, owner), -1)
+        return local, {"prob": np.ones(len(ids), np.float32)} | {
+            f: ids.astype(np.float32) for f in TRACK_FIELDS
+        }
+
+
+def test_sectors_give_the_tracks_of_one_pass_when_the_margin_holds_them():
+    # 60 straight tracks of 5 hits spread over 0.02 rad each, all around phi, some across -pi / pi
+    rng = np.random.default_rng(7)
+    centre = np.repeat(rng.uniform(-np.pi, np.pi, 60), 5)
+    phi = np.angle(np.exp(1j * (centre + rng.uniform(-0.01, 0.01, 300))))
+    kept = {"hit_phi": phi, "hit_particle": np.repeat(np.arange(60), 5)}
+    reco = TruthTracks(None, None, min_hits=3)
+    whole, whole_tracks = reco.tracks(kept)
+    owner, tracks = reco.sector_tracks(kept, phi_sectors(phi, 100, 40, 0.05))
+    assert len(tracks["prob"]) == 60 and (owner >= 0).all()
+    # the same partition of the hits, each track once, its parameters with it
+    assert len(np.unique(np.stack([owner, whole]), axis=1)[0]) == 60
+    assert sorted(tracks["pt"][owner[::5]]) == sorted(whole_tracks["pt"])
+    assert (tracks["pt"][owner] == kept["hit_particle"]).all()

@@ -1,9 +1,11 @@
 """From a TrackML event to the model's input dict.
 
-``prepare_event`` turns the hits, particles, truth (and cells, when present) of one event into
-plain numpy arrays: per-hit features, per-particle targets and the hit-particle assignment. That is
+``prepare_event`` turns the hits (and cells, particles and truth, when present) of one event into
+plain numpy arrays: per-hit features and, with truth, per-particle targets and the hit-particle
+assignment. That is
 what ``hepattn prep`` caches, so training never parses CSV. ``TrackMLDataset`` loads the cache and
-applies the selection cuts, giving one ``data.batch`` event dict per item.
+applies the selection cuts, giving one ``data.batch`` event dict per item; ``model_inputs`` is the
+part of it that needs no truth (what ``hepattn reconstruct`` gives the models).
 """
 
 from dataclasses import dataclass
@@ -70,31 +72,43 @@ def particle_fields(particles: pd.DataFrame) -> dict[str, np.ndarray]:
     }
 
 
+def has_truth(frames: dict) -> bool:
+    """Whether an event (frames as read, or a prepared event) carries its truth."""
+    return ("truth" in frames and "particles" in frames) or "hit_particle" in frames
+
+
 def prepare_event(frames: dict[str, pd.DataFrame], volumes: list[int] | None = None) -> dict[str, np.ndarray]:
-    """The arrays of one event: hits in ``volumes`` with features and truth, and their particles.
+    """The arrays of one event: hits in ``volumes`` with features, and their truth when it is there.
 
     Args:
-        frames: TrackML parts as read by ``data.trackml.read_event``: hits, particles, truth and,
-            optionally, cells.
+        frames: TrackML parts as read by ``data.trackml.read_event``: hits, and optionally cells, and
+            particles with truth (both or neither: a test event has hits only).
         volumes: detector volumes to keep (e.g. the pixel volumes 7, 8, 9); None keeps all.
 
     Returns:
-        ``hit_{feature}`` (N,), ``hit_particle`` (N,) index into the particles (-1 for noise or a
-        particle absent from the particle table), ``hit_id`` and ``hit_weight`` (N,) from the TrackML
-        files, ``particle_{field}`` (P,) including ``nhits``
-        counted in the selected volumes, and ``particle_id`` (P,).
+        ``hit_{feature}`` (N,) and ``hit_id`` (N,). With truth also ``hit_particle`` (N,), the index into
+        the particles (-1 for noise or a particle absent from the particle table), ``hit_weight`` (N,)
+        (the TrackML score's truth weight), ``particle_{field}`` (P,) including ``nhits`` counted in
+        the selected volumes, and ``particle_id`` (P,).
     """
-    hits = frames["hits"].merge(frames["truth"][["hit_id", "particle_id", "weight"]], on="hit_id", how="left")
+    if ("truth" in frames) != ("particles" in frames):
+        given = "truth" if "truth" in frames else "particles"
+        raise ValueError(f"an event with {given} needs {'particles' if given == 'truth' else 'truth'} too")
+    hits = frames["hits"]
+    if "truth" in frames:
+        hits = hits.merge(frames["truth"][["hit_id", "particle_id", "weight"]], on="hit_id", how="left")
     if volumes is not None:
         hits = hits[hits["volume_id"].isin(volumes)]
-    particles = frames["particles"].reset_index(drop=True)
-    index = pd.Series(np.arange(len(particles)), index=particles["particle_id"].to_numpy())
-    owner = hits["particle_id"].map(index).fillna(-1).to_numpy(np.int64)
     out = {f"hit_{k}": a for k, a in hit_features(hits).items()}
     if "cells" in frames:
         out |= {f"hit_{k}": a for k, a in cell_features(hits, frames["cells"]).items()}
-    out["hit_particle"] = owner
     out["hit_id"] = hits["hit_id"].to_numpy(np.int64)
+    if "truth" not in frames:
+        return out
+    particles = frames["particles"].reset_index(drop=True)
+    index = pd.Series(np.arange(len(particles)), index=particles["particle_id"].to_numpy())
+    owner = hits["particle_id"].map(index).fillna(-1).to_numpy(np.int64)
+    out["hit_particle"] = owner
     out["hit_weight"] = hits["weight"].fillna(0).to_numpy(np.float32)  # TrackML score truth weight
     out |= {f"particle_{k}": a for k, a in particle_fields(particles).items()}
     out["particle_nhits"] = np.bincount(owner[owner >= 0], minlength=len(particles)).astype(np.float32)
@@ -129,16 +143,32 @@ def seed_hits(event: dict[str, np.ndarray], target_index: np.ndarray) -> np.ndar
     return seed
 
 
+def model_inputs(
+    event: dict[str, np.ndarray], hit_fields: list[str] | None = None
+) -> dict[str, torch.Tensor]:
+    """What the model reads of one event: the scaled hit fields and ``hit_valid``; no truth needed.
+
+    The hit fields are ``hit_fields`` (plus phi), or by default every known feature the event has; the
+    model's input network reads the ones its config names.
+    """
+    if hit_fields is None:
+        hit_fields = [f for f in KNOWN_FEATURES if f"hit_{f}" in event]
+    fields = dict.fromkeys([*hit_fields, "phi"])  # phi is always there: the model sorts by it
+    out = {
+        f"hit_{f}": torch.from_numpy(event[f"hit_{f}"] * np.float32(FEATURE_SCALES.get(f, 1.0)))
+        for f in fields
+    }
+    out["hit_valid"] = torch.ones(len(event["hit_phi"]), dtype=torch.bool)
+    return out
+
+
 def to_model_inputs(
     event: dict[str, np.ndarray],
     cuts: TargetCuts,
     hit_fields: list[str] | None = None,
     all_particles: bool = False,
 ) -> dict[str, torch.Tensor]:
-    """One event as a ``data.batch`` dict: scaled hit fields, targets, masks and labels.
-
-    The hit fields are ``hit_fields`` (plus phi), or by default every known feature the event has; the
-    model's input network reads the ones its config names.
+    """One event with its truth as a ``data.batch`` dict: ``model_inputs``, targets, masks and labels.
 
     The objects (``particle_*``) are the target particles (those passing ``cuts``), or with
     ``all_particles`` every particle with a hit in the event; ``particle_target`` flags the targets.
@@ -151,14 +181,7 @@ def to_model_inputs(
     else:
         objects = np.flatnonzero(is_target)
     target = np.flatnonzero(is_target)
-    if hit_fields is None:
-        hit_fields = [f for f in KNOWN_FEATURES if f"hit_{f}" in event]
-    fields = dict.fromkeys([*hit_fields, "phi"])  # phi is always there: the model sorts by it
-    out = {
-        f"hit_{f}": torch.from_numpy(event[f"hit_{f}"] * np.float32(FEATURE_SCALES.get(f, 1.0)))
-        for f in fields
-    }
-    out["hit_valid"] = torch.ones(len(owner), dtype=torch.bool)
+    out = model_inputs(event, hit_fields)
     out["hit_on_target"] = torch.from_numpy(np.isin(owner, target))
     out["hit_seed"] = torch.from_numpy(seed_hits(event, target))
     out["particle_valid"] = torch.ones(len(objects), dtype=torch.bool)
@@ -221,4 +244,10 @@ class TrackMLDataset(Dataset):
         return sizes
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        return to_model_inputs(load_event(self.files[i]), self.cuts, self.hit_fields, self.all_particles)
+        event = load_event(self.files[i])
+        if not has_truth(event):
+            raise ValueError(
+                f"{self.files[i]} has no truth (its event had no particles and truth files): "
+                "it can be reconstructed (`hepattn reconstruct`), not trained or tested on"
+            )
+        return to_model_inputs(event, self.cuts, self.hit_fields, self.all_particles)

@@ -19,14 +19,12 @@ from importlib import resources
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
-from hepattn.experiments.trackml.dataset import load_event
 from hepattn.experiments.trackml.evaluate import evaluate
-from hepattn.experiments.trackml.predictions import write_predictions, write_submission
 from hepattn.experiments.trackml.prep import prepare_directory
-from hepattn.experiments.trackml.reco import Reconstruction, filter_directory
+from hepattn.experiments.trackml.reco import filter_directory
 from hepattn.experiments.trackml.report import write_report
+from hepattn.experiments.trackml.submission import MANIFEST, load_models, write_reconstruction
 from hepattn.training.checkpoint import load_checkpoint
 from hepattn.training.cli import build, load_weights
 
@@ -50,6 +48,7 @@ class DemoSettings:
     val_events: int = 20
     test_events: int = 50
     filter_steps: int = 450  # optimizer steps of `processes` events each
+    hits_filter_steps: int = 150  # the hits-only filter, for events without cells files
     tracker_steps: int = 900
     threshold: float = 0.1  # filter probability above which a hit goes into the tracker's training data
     reco_threshold: float = 0.03  # ... and to the tracker at reconstruction (chosen on a tuning sample)
@@ -75,7 +74,7 @@ class DemoSettings:
 
 # What the events and the models depend on; the other settings only change the reconstruction.
 TRAINING_FIELDS = ("pileup", "train_events", "val_events", "test_events", "filter_steps", "tracker_steps",
-                   "threshold", "seed", "processes", "mlp_ratio")  # fmt: skip
+                   "threshold", "seed", "processes", "mlp_ratio", "hits_filter_steps")  # fmt: skip
 # The value a training field had in runs made before it existed (their settings.json lacks it).
 EARLIER_DEFAULTS = {"mlp_ratio": 4.0}
 
@@ -91,6 +90,7 @@ LONG = DemoSettings(
     train_events=800,
     test_events=100,
     filter_steps=2500,
+    hits_filter_steps=800,
     tracker_steps=6000,
     mlp_ratio=4.0,
     track_threshold=0.003,
@@ -192,12 +192,33 @@ def check_settings(out: Path, s: DemoSettings) -> None:
     if path.is_file():
         held = json.loads(path.read_text())
         held = EARLIER_DEFAULTS | held
+        new_stages = {key: value for key, value in wanted.items() if key not in held}  # trained now
+        held |= new_stages
         differ = {key: (held.get(key), value) for key, value in wanted.items() if held.get(key) != value}
         if differ:
             said = ", ".join(f"{key} {old} -> {new}" for key, (old, new) in differ.items())
             raise ValueError(f"{out} holds a demo run with other settings ({said}); choose another --out")
+        if new_stages:
+            path.write_text(json.dumps(held, indent=2) + "\n")
     else:
         path.write_text(json.dumps(wanted, indent=2) + "\n")
+
+
+def write_manifest(out: Path, s: DemoSettings, filters: list[Path], tracker: Path) -> Path:
+    """``out/reconstruction.json``: the checkpoints, volumes and working point of ``hepattn reconstruct``."""
+    manifest = {
+        "filters": [p.relative_to(out).as_posix() for p in filters],
+        "tracker": tracker.relative_to(out).as_posix(),
+        "volumes": PIXEL_VOLUMES,
+        "min_pt": s.min_pt,
+        "settings": {"threshold": s.reco_threshold, "min_hits": s.min_track_hits}
+        | {key: getattr(s, key) for key in RECONSTRUCTION_FIELDS},
+    }
+    path = out / MANIFEST
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+    tmp.replace(path)
+    return path
 
 
 def run_demo(out: str | Path, s: DemoSettings = QUICK, detectors: Path | None = None) -> dict:
@@ -223,6 +244,11 @@ def run_demo(out: str | Path, s: DemoSettings = QUICK, detectors: Path | None = 
     filter_ckpt, seconds = train(filter_configs, data, s.filter_steps, out / "filter", s.processes, shape)
     timing["train_filter_s"] = seconds
 
+    hits_configs = [*filter_configs, config("trackml/variants/hits_only.yaml")]
+    steps = s.hits_filter_steps
+    hits_ckpt, seconds = train(hits_configs, data, steps, out / "filter_hits", s.processes, shape)
+    timing["train_hits_filter_s"] = seconds
+
     hit_filter = load(filter_configs, filter_ckpt, shape)
     start = time.perf_counter()
     for split in ("train", "val"):
@@ -235,21 +261,13 @@ def run_demo(out: str | Path, s: DemoSettings = QUICK, detectors: Path | None = 
     tracker_ckpt, seconds = train(tracker_configs, data, s.tracker_steps, out / "tracker", s.processes, shape)
     timing["train_tracker_s"] = seconds
 
-    tracker = load(tracker_configs, tracker_ckpt, shape)
-    settings = {key: getattr(s, key) for key in RECONSTRUCTION_FIELDS}
-    reco = Reconstruction(hit_filter, tracker, s.reco_threshold, min_hits=s.min_track_hits, **settings)
-    files = sorted((out / "prepared" / "test").glob("event*.npz"))
-    results, seconds = [], 0.0
-    for path in tqdm(files, desc="reconstruct test", unit="event"):
-        event = load_event(path)
-        start = time.perf_counter()
-        results.append((path.stem, event, reco(event)))
-        seconds += time.perf_counter() - start
-    timing["inference_ms_per_event"] = 1000 * seconds / len(files)
-    attrs = {"min_pt": s.min_pt, "max_eta": 4.0, "threshold": s.reco_threshold}
-    predictions = write_predictions(out / "predictions.h5", results, attrs)
-    write_submission(predictions, out / "submission.csv")
-
+    write_manifest(out, s, [filter_ckpt, hits_ckpt], tracker_ckpt)
+    models = load_models(out)  # as `hepattn reconstruct --models` loads them
+    result = write_reconstruction(
+        out / "events" / "test", models, out / "submission.csv", out / "predictions.h5"
+    )
+    timing["inference_ms_per_event"] = result["model_ms_per_event"]
+    predictions = result["predictions"]
     metrics = evaluate(predictions, out / "plots")
     plots = [Path(p) for p in metrics.pop("plots")]
     metrics["timing"] = {k: round(v, 3) for k, v in timing.items()}

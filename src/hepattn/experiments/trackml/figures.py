@@ -15,6 +15,10 @@ BINS = {
 }
 
 
+JET_DR_BINS = np.array([0.005, 0.02, 0.05, 0.1, 0.2, 0.4, 1.0, 3.0])
+PT_RANGES = ((1.0, 2.0), (2.0, 5.0), (5.0, 1000.0))
+
+
 def write_figures(out: Path, table: dict, prob: np.ndarray, label: np.ndarray, display) -> list[Path]:
     """Write every plot as PNG into ``out``; returns their paths.
 
@@ -33,6 +37,11 @@ def write_figures(out: Path, table: dict, prob: np.ndarray, label: np.ndarray, d
         figures[f"efficiency_vs_{var}"] = rate_plot(p[var], curves, bins, xlabel, logx=logx)
         fakes = {"fake": t["fake"]}
         figures[f"fake_rate_vs_{var}"] = rate_plot(t[var], fakes, bins, xlabel, "fake rate", logx=logx)
+    in_range = {f"{lo:g} < pT < {hi:g} GeV": (p["pt"] >= lo) & (p["pt"] < hi) for lo, hi in PT_RANGES}
+    curves = {name: (p["dm"], inside) for name, inside in in_range.items()}
+    figures["efficiency_vs_jet_dr"] = rate_plot(
+        p["jet_dr"], curves, JET_DR_BINS, "dR to the nearest jet axis", "DM efficiency", logx=True
+    )
     fpr, tpr = roc_curve(prob, label)
     figures["filter_roc"] = roc_plot(fpr, tpr, roc_auc(prob, label))
     pred = {k[5:]: v for k, v in m.items() if k.startswith("pred_")}

@@ -14,13 +14,22 @@ import torch
 from tqdm import tqdm
 
 from hepattn.data.batch import collate
-from hepattn.experiments.trackml.dataset import TargetCuts, load_event, save_event, to_model_inputs
-from hepattn.experiments.trackml.helix import helix_residuals, mask_helix_residuals, set_helix_residuals
+from hepattn.experiments.trackml.dataset import load_event, model_inputs, save_event
+from hepattn.experiments.trackml.postprocess import (
+    assign_hits,
+    drop_unfit_tracks,
+    ranking_score,
+    recover_tracks,
+    refine_tracks,
+    suppress_duplicates,
+)
 from hepattn.training.module import MaskFormerModule
+
+TRACK_FIELDS = ("pt", "eta", "phi", "vz")
 
 
 def _inputs(module: MaskFormerModule, event: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
-    batch = collate([to_model_inputs(event, TargetCuts())])
+    batch = collate([model_inputs(event)])
     return {k: v.to(module.device) for k, v in batch.items()}
 
 
@@ -34,14 +43,16 @@ def filter_probability(module: MaskFormerModule, event: dict[str, np.ndarray], t
 def select_hits(event: dict[str, np.ndarray], keep: np.ndarray) -> dict[str, np.ndarray]:
     """The event restricted to the hits in ``keep`` (bool, N); particles stay, their nhits are recounted.
 
-    Adds ``hit_index`` (the kept hits' indices in the full event) and ``particle_nhits_all`` (the count
-    before the selection).
+    Adds ``hit_index`` (the kept hits' indices in the full event) and, with truth, ``particle_nhits_all``
+    (the count before the selection).
     """
     n = len(keep)
     out = {k: (v[keep] if k.startswith("hit_") and len(v) == n else v) for k, v in event.items()}
     out["hit_index"] = (
         np.flatnonzero(keep).astype(np.int64) if "hit_index" not in event else event["hit_index"][keep]
     )
+    if "hit_particle" not in event:  # an event without truth
+        return out
     owner = out["hit_particle"]
     out["particle_nhits_all"] = event.get("particle_nhits_all", event["particle_nhits"])
     out["particle_nhits"] = np.bincount(owner[owner >= 0], minlength=len(event["particle_pt"])).astype(
@@ -70,228 +81,6 @@ def filter_directory(
         save_event(out_dir / path.name, select_hits(event, prob >= threshold))
         written.append(out_dir / path.name)
     return written
-
-
-def hit_lists(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
-    """The hits of each row of ``mask`` (R, N) as (row, hit) pairs on the CPU, and where each row starts.
-
-    Row i holds ``hit[bounds[i]:bounds[i + 1]]``; ``row`` is sorted, for fits over the pairs
-    (``set_helix_residuals``).
-    """
-    row, hit = mask.cpu().nonzero(as_tuple=True)
-    return row, hit, np.searchsorted(row.numpy(), np.arange(mask.shape[0] + 1))
-
-
-def suppress_duplicates(score: torch.Tensor, mask: torch.Tensor, max_overlap: float) -> torch.Tensor:
-    """(Q,) tracks to keep: non-maximum suppression on hit sets.
-
-    Greedily by score, a track whose hits are already claimed by kept tracks for more than
-    ``max_overlap`` of its hits is a duplicate and dropped.
-
-    Args:
-        score: (Q,) the order (highest first), e.g. validity or ``ranking_score``; tracks with a
-            negative score are never kept.
-        mask: (Q, N) hits of each track.
-        max_overlap: largest fraction of a kept track's hits that earlier kept tracks may hold.
-    """
-    order = torch.argsort(score, descending=True)
-    order = order[score[order] >= 0].cpu().numpy()
-    _, hit, bounds = hit_lists(mask[order])
-    hit = hit.numpy()
-    keep = np.zeros(len(score), dtype=bool)
-    claimed = np.zeros(mask.shape[-1], dtype=bool)
-    for i, q in enumerate(order):
-        hits = hit[bounds[i] : bounds[i + 1]]
-        if len(hits) and claimed[hits].sum() <= max_overlap * len(hits):
-            keep[q] = True
-            claimed[hits] = True
-    return torch.from_numpy(keep).to(score.device)
-
-
-def assign_hits(
-    logit: torch.Tensor, keep: torch.Tensor, min_hits: int = 1, min_mask_prob: float = 0.0
-) -> np.ndarray:
-    """(N,) for each hit the kept track that claims it most strongly (logit > 0), else -1.
-
-    Args:
-        logit: (Q, N) track-hit mask logits.
-        keep: (Q,) tracks that survived selection and duplicate suppression.
-        min_hits: a track left with fewer hits than this gives them up (they become -1).
-        min_mask_prob: so does a track whose mean mask probability over its hits is lower (the mask
-            score of Mask2Former's inference, arXiv 2112.01527: an unsure mask is an impure track).
-    """
-    rows = keep.nonzero().squeeze(1)
-    if not len(rows):
-        return np.full(logit.shape[-1], -1, dtype=np.int64)
-    best, owner = logit[rows].max(dim=0)  # over the kept tracks only
-    owner = torch.where(best > 0, rows[owner], -1).cpu().numpy()
-    claimed = owner >= 0
-    size = np.bincount(owner[claimed], minlength=logit.shape[0])
-    prob = torch.sigmoid(best.float()).cpu().numpy()
-    total = np.bincount(owner[claimed], weights=prob[claimed], minlength=logit.shape[0])
-    mean_prob = total / np.maximum(size, 1)
-    good = (size >= min_hits) & (mean_prob >= min_mask_prob)
-    return np.where(claimed & good[owner.clip(0)], owner, -1)
-
-
-def ranking_score(
-    prob: torch.Tensor,
-    quality: torch.Tensor | None,
-    mask: torch.Tensor,
-    candidate: torch.Tensor,
-    xyz: np.ndarray,
-    fit_xy: float = 0.0,
-    fit_z: float = 0.0,
-) -> torch.Tensor:
-    """(Q,) the order in which ``suppress_duplicates`` considers the candidates; -1 for non-candidates.
-
-    Every seed of a particle gets the same validity target, so validity alone cannot tell a clean mask
-    from one that merged two particles: the first of them kept claims the hits of both. The score is
-    validity times the predicted mask quality (the mask task's IoU head, when it has one), plus 1 for a
-    candidate whose mask holds at least 3 hits that fit a helix through the beam line
-    (``mask_helix_residuals`` below ``fit_xy`` and ``fit_z`` mm), so candidates that fit come first and
-    the others stay as fall-backs for hits nothing else claims.
-
-    Args:
-        prob: (Q,) validity probability.
-        quality: (Q,) predicted mask IoU, or None.
-        mask: (Q, N) hits of each candidate.
-        candidate: (Q,) the queries that may become tracks.
-        xyz: (N, 3) hit positions in mm.
-        fit_xy: largest x-y residual (mm) of a fitting mask; 0: no fit.
-        fit_z: largest z residual (mm) of a fitting mask.
-    """
-    score = prob if quality is None else prob * quality
-    if fit_xy:
-        rows = candidate.nonzero().squeeze(1)
-        xy, z = mask_helix_residuals(mask[rows], xyz)
-        score = score.clone()
-        score[rows] += ((xy < fit_xy) & (z < fit_z)).to(score.dtype)
-    return score.masked_fill(~candidate, -1.0)
-
-
-def drop_unfit_tracks(
-    owner: np.ndarray, xyz: np.ndarray, max_hits: int, max_xy: float, max_z: float
-) -> np.ndarray:
-    """``owner`` (N,) with the hits of short tracks that fit no helix (``helix_residuals``) set to -1.
-
-    Args:
-        owner: (N,) track of each hit, -1 for none.
-        xyz: (N, 3) hit positions in mm.
-        max_hits: only tracks with at most this many hits are checked (long tracks are rarely merged).
-        max_xy: largest allowed x-y residual in mm.
-        max_z: largest allowed z residual in mm.
-    """
-    out = owner.copy()
-    tracks, size = np.unique(owner[owner >= 0], return_counts=True)
-    for track in tracks[size <= max_hits]:
-        hits = owner == track
-        xy, z = helix_residuals(*xyz[hits].astype(np.float64).T)
-        if xy >= max_xy or z >= max_z:
-            out[hits] = -1
-    return out
-
-
-def refine_tracks(
-    owner: np.ndarray, xyz: np.ndarray, max_xy: float, max_z: float, max_removed: int, min_hits: int = 3
-) -> np.ndarray:
-    """``owner`` (N,) with at most ``max_removed`` hits taken off each track that fits no helix.
-
-    A track of more than ``min_hits`` (at least 3) hits whose hits miss a helix through the beam line
-    (``helix_residuals`` at least ``max_xy`` or ``max_z`` mm) loses, one at a time, the hit without
-    which the others fit best, until they fit, ``max_removed`` hits are off or ``min_hits`` are left.
-    If the rest then fits, the removed hits become unassigned (-1); if not, the track is a merge that a
-    few hits do not explain, and it stays as it was. A stray hit of another particle can turn a track
-    into a fake (a 4-hit track with 2 + 2 hits) and always costs purity; the stray hit drags the fit
-    towards itself, so its own residual need not be the largest: the leave-one-out choice finds it.
-    Each round fits every track still being refined, with and without each of its hits, at once.
-    """
-    out = owner.copy()
-    floor = max(3, min_hits)
-    tracks = np.unique(owner[owner >= 0])
-    active = [(np.flatnonzero(owner == t), []) for t in tracks]  # (hits left, hits removed)
-    while active:
-        # per track: its leave-one-out sets while it may still lose a hit, then all its hits left
-        counts = [
-            len(left) + 1 if len(left) > floor and len(removed) < max_removed else 1
-            for left, removed in active
-        ]
-        rows, hits, first = [], [], 0
-        for (left, _), sets in zip(active, counts, strict=True):
-            n = len(left)
-            position = np.tile(np.arange(n), sets)
-            row = np.repeat(np.arange(sets), n)
-            keep = (position != row) | (row == sets - 1)  # set i < n leaves hit i out
-            rows.append(first + row[keep])
-            hits.append(left[position[keep]])
-            first += sets
-        xy, z = set_helix_residuals(
-            torch.from_numpy(np.concatenate(rows)), torch.from_numpy(np.concatenate(hits)), first, xyz
-        )
-        misfit = torch.maximum(xy / max_xy, z / max_z).numpy()
-        following, first = [], 0
-        for (left, removed), sets in zip(active, counts, strict=True):
-            fit = misfit[first : first + sets]
-            first += sets
-            if fit[-1] < 1.0:  # the hits left fit: those removed are strays
-                out[removed] = -1
-            elif sets > 1:
-                worst = int(fit[:-1].argmin())  # the hit without which the others fit best
-                following.append((np.delete(left, worst), [*removed, left[worst]]))
-        active = following
-    return out
-
-
-def recover_tracks(
-    owner: np.ndarray,
-    mask: torch.Tensor,
-    score: torch.Tensor,
-    xyz: np.ndarray,
-    max_xy: float,
-    max_z: float,
-    min_hits: int = 3,
-) -> np.ndarray:
-    """``owner`` (N,) with tracks made of hits that no track holds, from the candidates not yet used.
-
-    After duplicate suppression, assignment, ``drop_unfit_tracks`` and ``refine_tracks``, some hits
-    are unassigned: the candidate that held them lost the duplicate suppression to a merge, or gave
-    them up. In ``score`` order (highest first, negative never), each candidate that owns no hits
-    becomes a track of its mask's unassigned hits when there are at least ``min_hits`` (at least 3)
-    of them and they fit a helix through the beam line (``set_helix_residuals`` below ``max_xy`` and
-    ``max_z`` mm); those hits are then taken.
-
-    Args:
-        owner: (N,) track (query index) of each hit, -1 for none.
-        mask: (Q, N) hits of each candidate.
-        score: (Q,) the candidates' order, e.g. ``ranking_score``.
-        xyz: (N, 3) hit positions in mm.
-        max_xy: largest x-y residual (mm) of a recovered track.
-        max_z: largest z residual (mm) of a recovered track.
-        min_hits: fewest unassigned hits a candidate needs (at least 3).
-    """
-    out = owner.copy()
-    mask, score = mask.cpu(), score.cpu()
-    free = torch.from_numpy(owner < 0)
-    need = max(3, min_hits)
-    unused = torch.ones_like(score, dtype=torch.bool)
-    unused[torch.from_numpy(np.unique(owner[owner >= 0]))] = False
-    rows = ((score >= 0) & unused).nonzero().squeeze(1)
-    rows = rows[torch.argsort(score[rows], descending=True)]
-    row, hit, bounds = hit_lists(mask[rows] & free)
-    xy, z = set_helix_residuals(row, hit, len(rows), xyz)  # all at once; refitted where others took hits
-    hit, free = hit.numpy(), free.numpy()
-    for i, q in enumerate(rows.tolist()):
-        hits = hit[bounds[i] : bounds[i + 1]]
-        left = hits[free[hits]]
-        if len(left) < need:
-            continue
-        if len(left) < len(hits):
-            one = torch.from_numpy(left)
-            xy[i], z[i] = (r[0] for r in set_helix_residuals(torch.zeros_like(one), one, 1, xyz))
-        if xy[i] < max_xy and z[i] < max_z:
-            out[left] = q
-            free[left] = False
-    return out
 
 
 @dataclass
@@ -325,6 +114,13 @@ class Reconstruction:
             hits when these fit a helix within this x-y residual (mm) and ``recover_z``
             (``recover_tracks``); 0: no recovery.
         recover_z: the z residual (mm) of that fit.
+        whole_hits: an event with more kept hits is reconstructed in sectors of phi of about
+            ``sector_hits`` hits each (``phi_sectors``), so that memory and time grow linearly with the
+            hits, not as their square; the demo's events (about 7,000 kept hits) are reconstructed whole.
+        sector_hits: the core hits of a sector.
+        sector_margin: hits within this many radians of a sector's core are given to it too (a track
+            of pT 1 GeV turns by 0.06 rad between the beam line and the last pixel layer, so its hits lie
+            within 0.03 rad of their mean phi, which decides the sector that keeps it).
     """
 
     filter: MaskFormerModule
@@ -345,6 +141,9 @@ class Reconstruction:
     refine_z: float = 2.0
     recover_xy: float = 0.0
     recover_z: float = 2.0
+    whole_hits: int = 16_000
+    sector_hits: int = 3_000
+    sector_margin: float = 0.08
 
     def __post_init__(self):
         if self.num_queries is not None:
@@ -362,9 +161,23 @@ class Reconstruction:
         kept = select_hits(event | {"hit_filter_prob": prob}, prob >= self.threshold)
         hit_track = np.full(len(prob), -1, dtype=np.int64)
         out = {"hit_filter_prob": prob.astype(np.float32), "hit_track": hit_track}
-        fields = ("pt", "eta", "phi", "vz")
         if not len(kept["hit_index"]):
-            return out | {f"track_{f}": np.zeros(0, np.float32) for f in ("prob", *fields)}
+            return out | {f"track_{f}": np.zeros(0, np.float32) for f in ("prob", *TRACK_FIELDS)}
+        sectors = phi_sectors(kept["hit_phi"], self.whole_hits, self.sector_hits, self.sector_margin)
+        if len(sectors) == 1:
+            owner, tracks = self.tracks(kept)
+        else:
+            owner, tracks = self.sector_tracks(kept, sectors)
+        hit_track[kept["hit_index"]] = owner
+        return out | {f"track_{k}": v for k, v in tracks.items()}
+
+    def tracks(self, kept: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """One pass of the tracker over the kept hits.
+
+        Returns:
+            (N,) track of each hit (0..T-1, or -1), and ``prob``, ``pt``, ``eta``, ``phi``, ``vz`` (T,)
+            of the tracks.
+        """
         preds = self.tracker.model.predict(self.tracker.model(_inputs(self.tracker, kept), aux_heads=False))
         track_prob = preds["track_valid"]["prob"][0].float()
         candidate = (track_prob >= self.track_threshold) & preds["queries"]["valid"][0]
@@ -388,8 +201,61 @@ class Reconstruction:
         used = np.unique(owner[owner >= 0])  # tracks that own at least min_hits hits, renumbered 0..T-1
         remap = np.full(logit.shape[0], -1, dtype=np.int64)
         remap[used] = np.arange(len(used))
-        hit_track[kept["hit_index"]] = np.where(owner >= 0, remap[owner.clip(0)], -1)
-        out["track_prob"] = track_prob[used].cpu().numpy().astype(np.float32)
-        for f in fields:
-            out[f"track_{f}"] = preds["track_params"][f][0, used].cpu().numpy().astype(np.float32)
-        return out
+        tracks = {"prob": track_prob[used].cpu().numpy().astype(np.float32)}
+        for f in TRACK_FIELDS:
+            tracks[f] = preds["track_params"][f][0, used].cpu().numpy().astype(np.float32)
+        return np.where(owner >= 0, remap[owner.clip(0)], -1), tracks
+
+    def sector_tracks(
+        self, kept: dict[str, np.ndarray], sectors: list[tuple[float, float, np.ndarray]]
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """``tracks`` sector by sector; a sector keeps its tracks whose hits' mean phi lies in its core.
+
+        A hit already taken by a track of an earlier sector stays there; a track left with fewer than
+        ``min_hits`` hits by that is dropped.
+        """
+        owner = np.full(len(kept["hit_phi"]), -1, dtype=np.int64)
+        found: list[dict[str, np.ndarray]] = []
+        for start, width, hits in sectors:
+            part = {k: (v[hits] if k.startswith("hit_") else v) for k, v in kept.items()}
+            local, tracks = self.tracks(part)
+            on = local >= 0
+            phi, size = part["hit_phi"][on], len(tracks["prob"])
+            mean_phi = np.arctan2(
+                np.bincount(local[on], np.sin(phi), size), np.bincount(local[on], np.cos(phi), size)
+            )
+            for t in np.flatnonzero(np.mod(mean_phi - start, 2 * np.pi) < width):
+                take = hits[(local == t) & (owner[hits] < 0)]
+                if len(take) >= max(self.min_hits, 1):
+                    owner[take] = len(found)
+                    found.append({k: v[t : t + 1] for k, v in tracks.items()})
+        keys = ("prob", *TRACK_FIELDS)
+        empty = np.zeros(0, np.float32)
+        return owner, {k: np.concatenate([f[k] for f in found]) if found else empty for k in keys}
+
+
+def phi_sectors(
+    phi: np.ndarray, whole_hits: int, sector_hits: int, margin: float
+) -> list[tuple[float, float, np.ndarray]]:
+    """Split the hits of a large event into sectors of phi of about ``sector_hits`` core hits each.
+
+    The tracker's cost grows with the square of the hits it sees (one query per hit, each with a mask
+    over all of them), so an event of more than ``whole_hits`` hits is cut into n equal-count sectors
+    in phi; each sector is reconstructed from the hits of its core and of ``margin`` radians on either
+    side, so that a track crossing a border is whole in the sector that keeps it.
+
+    Returns:
+        (core start, core width, indices of the sector's hits) per sector; one sector with every hit
+        (start -pi, width 2 pi) when there are at most ``whole_hits`` hits.
+    """
+    if len(phi) <= whole_hits:
+        return [(-np.pi, 2 * np.pi, np.arange(len(phi)))]
+    n = max(int(np.ceil(len(phi) / max(sector_hits, 1))), 2)
+    edges = np.quantile(phi, np.arange(n) / n)
+    widths = np.mod(np.roll(edges, -1) - edges, 2 * np.pi)
+    widths[-1] = 2 * np.pi - widths[:-1].sum()
+    sectors = []
+    for start, width in zip(edges, widths, strict=True):
+        near = np.mod(phi - (start - margin), 2 * np.pi) < width + 2 * margin
+        sectors.append((float(start), float(width), np.flatnonzero(near)))
+    return sectors
