@@ -17,8 +17,9 @@ from hepattn.experiments.trackml.postprocess import (
     refine_tracks,
     suppress_duplicates,
 )
-from hepattn.experiments.trackml.predictions import read_predictions, write_predictions, write_submission
+from hepattn.experiments.trackml.predictions import read_predictions, write_predictions
 from hepattn.experiments.trackml.reco import TRACK_FIELDS, Reconstruction, phi_sectors, select_hits
+from hepattn.experiments.trackml.submission import submission_rows
 from hepattn.metrics.reco import trackml_score
 
 
@@ -131,15 +132,19 @@ def test_efficiency_in_pt_ranges_counts_the_targets_in_each(tmp_path):
     assert t["dm_efficiency_pt_1_2"] is None and t["dm_efficiency_pt_above_5"] is None
 
 
-def test_submission_csv_gives_the_same_trackml_score(tmp_path):
+def test_submission_rows_hold_every_hit_and_give_the_same_trackml_score(tmp_path):
     preds = predictions([0, 0, 1, 1, 2, 2, 2, 0])
-    path = write_predictions(tmp_path / "p.h5", [("event000000007", event(), preds)])
-    csv = pd.read_csv(write_submission(path, tmp_path / "submission.csv"))
-    assert csv.columns.tolist() == ["event_id", "hit_id", "track_id"]
-    assert (csv.event_id == 7).all() and csv.track_id.tolist() == [1, 1, 2, 2, 3, 3, 3, 1]
     ev = event()
+    path = write_predictions(tmp_path / "p.h5", [("event000000007", ev, preds)])
+    # the event's hits file also holds two strip hits (ids 9, 10) the models never saw
+    hits = pd.DataFrame({"hit_id": [9, *range(1, 9), 10]})
+    csv = submission_rows(7, hits, ev, preds)
+    assert csv.columns.tolist() == ["event_id", "hit_id", "track_id"]
+    assert (csv.event_id == 7).all() and csv.hit_id.tolist() == hits.hit_id.tolist()
+    assert csv.track_id.tolist() == [0, 1, 1, 2, 2, 3, 3, 3, 1, 0]
     pid = np.where(ev["hit_particle"] >= 0, ev["particle_id"][ev["hit_particle"].clip(0)], 0)
-    expected = trackml_score(csv.track_id.to_numpy(), pid, ev["hit_weight"])
+    scored = csv[csv.hit_id.isin(ev["hit_id"])]
+    expected = trackml_score(scored.track_id.to_numpy(), pid, ev["hit_weight"])
     assert evaluate(path)["tracking"]["trackml_score"] == pytest.approx(expected)
     _, events = read_predictions(path)
     name, stored = next(events)

@@ -1,4 +1,4 @@
-"""Predictions on disk: one HDF5 file with a group per event, and the TrackML submission CSV.
+"""Predictions on disk: one HDF5 file with a group per event (the submission CSV: ``submission``).
 
 Each event group holds the predictions (``hit_filter_prob``, ``hit_track``, ``track_*``) next to the
 truth needed to score them (``hit_id``, ``hit_particle``, ``hit_weight``, hit positions and the
@@ -11,7 +11,6 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-import pandas as pd
 
 TRUTH_KEYS = ("hit_id", "hit_particle", "hit_weight", "hit_x", "hit_y", "hit_z")
 PARTICLE_KEYS = tuple(f"particle_{k}" for k in ("id", "pt", "eta", "phi", "vz", "nhits"))
@@ -62,21 +61,3 @@ def event_id(name: str) -> int:
     if not name.startswith("event") or not name[5:].isdigit():
         raise ValueError(f"'{name}' is not a TrackML event name (eventNNNNNNNNN)")
     return int(name[5:])
-
-
-def write_submission(predictions: str | os.PathLike, out: str | os.PathLike) -> Path:
-    """The TrackML submission CSV (event_id, hit_id, track_id) of every event in ``predictions``.
-
-    Track ids start at 1 in each event; hits that no track claims (including hits removed by the filter)
-    get track_id 0, which the TrackML score treats as one more (large, never matched) track.
-    """
-    _, events = read_predictions(predictions)
-    frames = [
-        pd.DataFrame({"event_id": event_id(name), "hit_id": ev["hit_id"], "track_id": ev["hit_track"] + 1})
-        for name, ev in events
-    ]
-    out = Path(out)
-    tmp = out.with_name(out.name + ".tmp")
-    pd.concat(frames, ignore_index=True).to_csv(tmp, index=False)
-    tmp.replace(out)
-    return out
