@@ -163,13 +163,13 @@ def reconstruct_events(
         yield prefix, frames["hits"], event, preds, time.perf_counter() - start
 
 
-def submission_rows(event_id: int, hits: pd.DataFrame, event: dict, preds: dict) -> pd.DataFrame:
+def submission_rows(number: int, hits: pd.DataFrame, event: dict, preds: dict) -> pd.DataFrame:
     """``event_id, hit_id, track_id`` for every hit of the event; 0 where no track holds the hit."""
     track = pd.Series(preds["hit_track"] + 1, index=event["hit_id"])
     ids = hits["hit_id"].to_numpy()
     track_id = track.reindex(ids, fill_value=0).to_numpy(np.int64)
     return pd.DataFrame(
-        {"event_id": np.full(len(ids), event_id, np.int64), "hit_id": ids, "track_id": track_id}
+        {"event_id": np.full(len(ids), number, np.int64), "hit_id": ids, "track_id": track_id}
     )
 
 
