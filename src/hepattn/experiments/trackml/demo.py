@@ -204,6 +204,13 @@ def check_settings(out: Path, s: DemoSettings) -> None:
         path.write_text(json.dumps(wanted, indent=2) + "\n")
 
 
+def reconstruction_settings(s: DemoSettings) -> dict:
+    """The keyword arguments of ``reco.Reconstruction`` that ``s`` sets: its working point."""
+    return {"threshold": s.reco_threshold, "min_hits": s.min_track_hits} | {
+        key: getattr(s, key) for key in RECONSTRUCTION_FIELDS
+    }
+
+
 def write_manifest(out: Path, s: DemoSettings, filters: list[Path], tracker: Path) -> Path:
     """``out/reconstruction.json``: the checkpoints, volumes and working point of ``hepattn reconstruct``."""
     manifest = {
@@ -211,8 +218,7 @@ def write_manifest(out: Path, s: DemoSettings, filters: list[Path], tracker: Pat
         "tracker": tracker.relative_to(out).as_posix(),
         "volumes": PIXEL_VOLUMES,
         "min_pt": s.min_pt,
-        "settings": {"threshold": s.reco_threshold, "min_hits": s.min_track_hits}
-        | {key: getattr(s, key) for key in RECONSTRUCTION_FIELDS},
+        "settings": reconstruction_settings(s),
     }
     path = out / MANIFEST
     tmp = path.with_name(path.name + ".tmp")

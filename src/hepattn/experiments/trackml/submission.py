@@ -112,13 +112,17 @@ def load_models(
     Explicit checkpoints replace those of the folder; without a folder the volumes and the working
     point are the quick demo's.
     """
-    from hepattn.experiments.trackml.demo import PIXEL_VOLUMES, QUICK, RECONSTRUCTION_FIELDS, last_checkpoint
+    from hepattn.experiments.trackml.demo import (
+        PIXEL_VOLUMES,
+        QUICK,
+        last_checkpoint,
+        reconstruction_settings,
+    )
 
     manifest: dict = {
         "volumes": PIXEL_VOLUMES,
         "min_pt": QUICK.min_pt,
-        "settings": {"threshold": QUICK.reco_threshold, "min_hits": QUICK.min_track_hits}
-        | {k: getattr(QUICK, k) for k in RECONSTRUCTION_FIELDS},
+        "settings": reconstruction_settings(QUICK),
     }
     filters, tracker = [], None
     if models is not None:
