@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from hepattn.models.decoder import (
@@ -138,3 +139,27 @@ def test_sampled_queries_cover_all_constituents_over_training_steps():
     for _ in range(50):
         seen |= set(queries(torch.randn(1, 10, D), None)[2][0].tolist())
     assert seen == set(range(10))
+
+
+def test_weighted_sampled_queries_draw_seeds_in_proportion_to_their_weights():
+    torch.manual_seed(0)
+    weight = torch.ones(1, 100)
+    weight[0, :10] = 20.0  # 10 heavy constituents: 200 of the 290 units of weight
+    x_valid = torch.ones(1, 100, dtype=torch.bool)
+    x_valid[0, 90:] = False
+    queries = SampledQueries(num_queries=10, dim=D, weight_field="hit_seed_weight").train()
+    heavy = 0
+    for _ in range(200):
+        index = queries(torch.randn(1, 100, D), x_valid, batch={"hit_seed_weight": weight})[2][0]
+        assert len(set(index.tolist())) == 10 and (index < 90).all()  # distinct, never padding
+        heavy += int((index < 10).sum())
+    # uniform sampling would give 10/90 of the seeds to them; by weight most of them are heavy
+    assert heavy / 2000 > 0.5
+    queries.eval()
+    assert queries(torch.randn(1, 100, D), x_valid)[2].shape == (1, 100)  # inference: every constituent
+
+
+def test_weighted_sampled_queries_name_the_missing_weight_field():
+    queries = SampledQueries(num_queries=3, dim=D, weight_field="hit_seed_weight").train()
+    with pytest.raises(KeyError, match="hit_seed_weight"):
+        queries(torch.randn(1, 10, D), None, batch={})

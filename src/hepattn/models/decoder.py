@@ -232,7 +232,14 @@ class SampledQueries(nn.Module):
     no target, which validity must reject, and several seeds per object (``criterion.SeedOwnerCriterion``).
     """
 
-    def __init__(self, num_queries: int, dim: int, identity_init: bool = True, input_name: str | None = None):
+    def __init__(
+        self,
+        num_queries: int,
+        dim: int,
+        identity_init: bool = True,
+        input_name: str | None = None,
+        weight_field: str | None = None,
+    ):
         """Build the query maker.
 
         Args:
@@ -241,10 +248,14 @@ class SampledQueries(nn.Module):
             identity_init: start the projection as the identity, so that a query begins as its seed's
                 embedding (with a shared mask embedding its first mask is centred on its seed).
             input_name: the constituent type that seeds the queries; None: the model's only type.
+            weight_field: a seed-type field of positive sampling weights (e.g. ``hit_seed_weight``): in
+                training a constituent is drawn as a seed in proportion to it (without replacement), so
+                that rare objects get more queries; None: uniform. Inference is unchanged.
         """
         super().__init__()
         self.input_name = input_name
         self.num_queries = num_queries
+        self.weight_field = weight_field
         self.proj = seed_projection(dim, identity_init)
 
     def forward(
@@ -253,9 +264,23 @@ class SampledQueries(nn.Module):
         """Returns queries (B, Q, D), query_valid (B, Q) and the seed constituent indices (B, Q)."""
         valid = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device) if x_valid is None else x_valid
         if self.training:
-            score = torch.rand(x.shape[:2], device=x.device).masked_fill(~valid, -1.0)
-            index = score.topk(min(self.num_queries, x.shape[1]), dim=-1).indices.sort(-1).values
+            index = self.sample(valid, batch).topk(min(self.num_queries, x.shape[1]), dim=-1)
+            index = index.indices.sort(-1).values
         else:
             index = torch.arange(x.shape[1], device=x.device).expand(x.shape[0], -1)
         q = self.proj(x.gather(1, index.unsqueeze(-1).expand(-1, -1, x.shape[-1])))
         return q, valid.gather(1, index), index
+
+    def sample(self, valid: Tensor, batch: dict[str, Tensor] | None) -> Tensor:
+        """(B, N) keys whose Q largest are the sampled seeds; invalid constituents last.
+
+        Weighted sampling without replacement by keys u^(1/w), u uniform (Efraimidis and Spirakis,
+        Inf. Process. Lett. 97 (2006) 181), here as log(u) / w; with no weights the keys are u.
+        """
+        u = torch.rand(valid.shape, device=valid.device)
+        if self.weight_field is None:
+            return u.masked_fill(~valid, -1.0)
+        if batch is None or self.weight_field not in batch:
+            raise KeyError(f"{type(self).__name__} samples by '{self.weight_field}', which the batch lacks")
+        keys = u.clamp_min(torch.finfo(u.dtype).tiny).log() / batch[self.weight_field].clamp_min(1e-6)
+        return keys.masked_fill(~valid, -torch.inf)
