@@ -21,6 +21,11 @@ CPU = ["--trainer.accelerator=cpu", "--trainer.logger=false", "--trainer.precisi
 TORCH_KERNEL = ["--model.model.init_args.encoder.init_args.kernel=torch"]
 # settings a config has changed since the recording, set back to what they were then
 SINCE = {
+    "trackml/filter_small.yaml": [  # has_cells read since 2026-12-03
+        "--model.model.init_args.input_nets=[{class_path: hepattn.models.embed.InputNet, init_args: "
+        "{input_name: hit, fields: [x, y, z, r, eta, phi, u, v, ncells, charge, extent_u, extent_v], "
+        "dim: 48, fourier_fields: {phi: 6.283185307179586, eta: 8.0}}}]"
+    ],
     "trackml/tracking_small.yaml": [  # geometric Fourier frequencies since 2026-12-03
         "--model.model.init_args.input_nets=[{class_path: hepattn.models.embed.InputNet, init_args: "
         "{input_name: hit, fields: [x, y, z, r, eta, phi, u, v, filter_prob], dim: 64, "

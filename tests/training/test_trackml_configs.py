@@ -29,7 +29,6 @@ def prepared(tmp_path_factory) -> Path:
     ("configs", "extra"),
     [
         (["filter_small.yaml"], []),
-        (["filter_small.yaml", "variants/hits_only.yaml"], []),
         (["tracking_small.yaml"], []),
         (["filter.yaml"], CPU + TORCH_KERNEL),
         (["tracking.yaml"], CPU + TORCH_KERNEL),

@@ -58,6 +58,16 @@ def test_model_inputs_with_all_particles_flag_the_targets(make_frames):
     assert only_targets["particle_target"].tolist() == [True]
 
 
+def test_seed_weights_follow_the_targets_pt_within_their_cap(make_frames):
+    event = prepare_event(make_frames(), volumes=[8])  # particle 0: 2 GeV, 3 hits; particle 1: 0.5 GeV
+    inputs = to_model_inputs(event, TargetCuts(min_pt=1.0, min_hits=3), ["x"], seed_weight_cap=10.0)
+    # the target's hits weigh pT / min_pt = 2; the non-target's and the noise hit weigh 1
+    torch.testing.assert_close(inputs["hit_seed_weight"], torch.tensor([2.0, 2.0, 2.0, 1.0, 1.0, 1.0]))
+    capped = to_model_inputs(event, TargetCuts(min_pt=0.25, min_hits=2), ["x"], seed_weight_cap=4.0)
+    torch.testing.assert_close(capped["hit_seed_weight"], torch.tensor([4.0, 4.0, 4.0, 2.0, 1.0, 2.0]))
+    assert "hit_seed_weight" not in to_model_inputs(event, TargetCuts(), ["x"])  # off by default
+
+
 def test_prepared_events_round_trip_and_feed_the_batch(tmp_path, make_frames):
     event = prepare_event(make_frames())
     save_event(tmp_path / "event000000001.npz", event)
@@ -93,3 +103,27 @@ def test_datamodule_batches_prepared_events(tmp_path, make_frames):
     assert {"hit_x", "hit_phi", "hit_r", "hit_valid"} <= batches[0].keys()
     with pytest.raises(ValueError, match="val_dir"):
         dm.val_dataloader()
+
+
+def test_events_without_cells_give_zero_cell_features_and_say_so(make_frames):
+    event = prepare_event(make_frames(), volumes=[8])
+    with_cells = to_model_inputs(event, TargetCuts(), ["ncells", "has_cells"])
+    assert with_cells["hit_has_cells"].tolist() == [1.0] * 6 and with_cells["hit_ncells"][0] == 3
+    frames = make_frames()
+    del frames["cells"]
+    for inputs in (
+        to_model_inputs(prepare_event(frames, volumes=[8]), TargetCuts(), ["ncells", "has_cells"]),
+        to_model_inputs(event, TargetCuts(), ["ncells", "has_cells"], drop_cells=True),  # cell dropout
+    ):
+        assert inputs["hit_has_cells"].tolist() == [0.0] * 6 and inputs["hit_ncells"].tolist() == [0.0] * 6
+
+
+def test_cell_dropout_withholds_the_cells_of_about_that_fraction_of_training_events(tmp_path, make_frames):
+    save_event(tmp_path / "event000000001.npz", prepare_event(make_frames(), volumes=[8]))
+    dataset = TrackMLDataset(tmp_path, cell_dropout=0.25)
+    torch.manual_seed(0)
+    dropped = sum(float(dataset[0]["hit_has_cells"][0]) == 0.0 for _ in range(400))
+    assert 70 <= dropped <= 130  # 100 expected
+    assert all(TrackMLDataset(tmp_path)[0]["hit_has_cells"].all() for _ in range(5))
+    with pytest.raises(ValueError, match="cell_dropout"):
+        TrackMLDataset(tmp_path, cell_dropout=1.5)

@@ -3,6 +3,7 @@
 import json
 import shutil
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -25,7 +26,7 @@ from hepattn.experiments.trackml.demo import (
     train,
 )
 from hepattn.experiments.trackml.reco import filter_probability
-from hepattn.experiments.trackml.submission import model_from_checkpoint
+from hepattn.experiments.trackml.submission import TrainedModels, model_from_checkpoint, needs_cells
 from hepattn.models.layers import SwiGLU
 from hepattn.training.cli import build, load_weights
 
@@ -72,7 +73,6 @@ TINY = DemoSettings(
     val_events=1,
     test_events=2,
     filter_steps=2,
-    hits_filter_steps=2,
     tracker_steps=2,
     threshold=0,
 )
@@ -216,6 +216,13 @@ def test_a_folder_from_before_a_training_field_existed_holds_its_earlier_default
         check_settings(tmp_path, replace(LONG, mlp_ratio=2.0))
 
 
+def test_a_folder_of_models_from_older_configs_is_refused(tmp_path):
+    held = {key: getattr(DemoSettings(), key) for key in TRAINING_FIELDS if key != "configs_version"}
+    (tmp_path / "settings.json").write_text(json.dumps(held))  # made before the filter knew has_cells
+    with pytest.raises(ValueError, match=r"configs_version 1 -> 2"):
+        check_settings(tmp_path, DemoSettings())
+
+
 def test_model_overrides_shape_the_built_models():
     overrides = model_overrides(replace(DemoSettings(), mlp_ratio=2.0), decoder=True)
     model = build([config("trackml/tracking_small.yaml")], overrides).model.model
@@ -259,14 +266,18 @@ def test_reconstruct_real_test_events_writes_one_row_per_hit(tiny_demo, trackml_
     assert set(submission.event_id) == {2, 3}
 
 
-@pytest.mark.slow
-@pytest.mark.requiresdata
-def test_a_filter_that_reads_cells_refuses_an_event_without_them_naming_the_file(tiny_demo, tmp_path, capsys):
-    out, _ = tiny_demo
-    shutil.copy(next((out / "events" / "test").glob("*-hits.csv.gz")), tmp_path)
-    cells_filter = last_checkpoint(out / "filter")  # given alone, without the hits-only one
-    args = ["reconstruct", "--models", str(out), "--filter-ckpt", str(cells_filter), "--input", str(tmp_path)]
-    assert main([*args, "--out", str(tmp_path / "s.csv")]) == 2
-    err = capsys.readouterr().err
-    assert "-cells.csv" in err and "reads cell features" in err and "hepattn: error:" in err
-    assert not (tmp_path / "s.csv").exists()
+def test_a_filter_that_reads_cells_without_their_flag_refuses_an_event_without_them_naming_the_file():
+    fields = (
+        "--model.model.init_args.input_nets=[{class_path: hepattn.models.embed.InputNet, init_args: "
+        "{input_name: hit, fields: [x, y, z, r, eta, phi, u, v, ncells, charge, extent_u, extent_v], "
+        "dim: 48}}]"
+    )
+    needs = build([config("trackml/filter_small.yaml")], [fields]).model
+    knows = build([config("trackml/filter_small.yaml")]).model  # the shipped one reads has_cells
+    assert needs_cells(needs) and not needs_cells(knows)
+    models = TrainedModels([needs], None, PIXEL_VOLUMES, sources={"filters": ["f.ckpt"]})
+    with pytest.raises(FileNotFoundError, match=r"no ev/event000000002-cells\.csv .*f\.ckpt reads cell"):
+        models.reconstruction(Path("ev/event000000002"), with_cells=False)
+    assert models.reconstruction(Path("ev/event000000002"), with_cells=True).filter is needs
+    both = TrainedModels([knows], None, PIXEL_VOLUMES)
+    assert both.reconstruction(Path("ev/event000000002"), with_cells=False).filter is knows

@@ -30,6 +30,8 @@ class TrackMLDataModule(SplitDataModule):
         num_val: int | None = None,
         num_test: int | None = None,
         all_particles: bool = False,
+        seed_weight_cap: float | None = None,
+        cell_dropout: float = 0.0,
     ):
         """Name the splits' folders and the target cuts.
 
@@ -46,9 +48,16 @@ class TrackMLDataModule(SplitDataModule):
             num_val: use only the first this many validation events (default: all).
             num_test: use only the first this many test events (default: all).
             all_particles: every particle with a hit is an object, the targets flagged (see above).
+            seed_weight_cap: give each hit ``hit_seed_weight``, its target's pT over ``min_pt`` clipped to
+                [1, this] (1 off targets), for ``SampledQueries(weight_field=...)``; None: no weights.
+            cell_dropout: in the training split, give each event with this probability as if it had no
+                cells file (cell features 0, ``hit_has_cells`` 0), so that a model reading ``has_cells``
+                learns to work without them too.
         """
         super().__init__(batch_size, num_workers)
         self.all_particles = all_particles
+        self.seed_weight_cap = seed_weight_cap
+        self.cell_dropout = cell_dropout
         self.dirs = {"train": train_dir, "val": val_dir, "test": test_dir}
         self.limits = {"train": num_train, "val": num_val, "test": num_test}
         self.cuts = TargetCuts(min_pt=min_pt, max_eta=max_eta, min_hits=min_hits)
@@ -60,7 +69,13 @@ class TrackMLDataModule(SplitDataModule):
             if directory is None:
                 raise ValueError(f"no {split}_dir given to {type(self).__name__}")
             self.datasets[split] = TrackMLDataset(
-                Path(directory), None, self.cuts, self.limits[split], self.all_particles
+                Path(directory),
+                None,
+                self.cuts,
+                self.limits[split],
+                self.all_particles,
+                self.seed_weight_cap,
+                self.cell_dropout if split == "train" else 0.0,
             )
         return self.datasets[split]
 

@@ -20,8 +20,11 @@ from hepattn.data import kinematics as kin
 
 HIT_FEATURES = ("x", "y", "z", "r", "phi", "eta", "theta", "u", "v")
 CELL_FEATURES = ("ncells", "charge", "extent_u", "extent_v")
+# 1 where the event has its cells file, 0 where not (the cell features are then 0): a model that reads
+# it works on events with and without cells (trained with ``cell_dropout``)
+CELL_FLAG = "has_cells"
 FILTER_FEATURES = ("filter_prob",)  # in events written by the hit filter (experiments.trackml.reco)
-KNOWN_FEATURES = HIT_FEATURES + CELL_FEATURES + FILTER_FEATURES
+KNOWN_FEATURES = HIT_FEATURES + CELL_FEATURES + (CELL_FLAG,) + FILTER_FEATURES
 PARTICLE_FIELDS = ("pt", "eta", "phi", "q", "vz", "nhits")
 
 # Named scalings that bring every feature to order one (lengths in m, conformal in 1/m ...).
@@ -143,14 +146,51 @@ def seed_hits(event: dict[str, np.ndarray], target_index: np.ndarray) -> np.ndar
     return seed
 
 
+def seed_weights(
+    event: dict[str, np.ndarray], is_target: np.ndarray, min_pt: float, cap: float
+) -> np.ndarray:
+    """(N,) sampling weight of each hit as a training seed: its target's pT over ``min_pt``, in [1, cap].
+
+    Hits of no target weigh 1. High-pT targets are few (a few of the 320 seeds of an event) and sit in
+    jet cores, where masks merge neighbours; weighting gives them more queries, hence more training signal.
+    """
+    owner = event["hit_particle"]
+    weight = np.ones(len(owner), dtype=np.float32)
+    on_target = owner >= 0
+    on_target[on_target] = is_target[owner[on_target]]
+    pt = event["particle_pt"][owner[on_target]]
+    weight[on_target] = np.clip(pt / min_pt, 1.0, cap)
+    return weight
+
+
+def with_cell_flag(event: dict[str, np.ndarray], drop: bool = False) -> dict[str, np.ndarray]:
+    """``event`` with ``hit_has_cells``: 1 with its cell features, else 0 with the cell features 0.
+
+    With ``drop`` the event is treated as one without cells (``cell_dropout`` in training).
+    """
+    flag = f"hit_{CELL_FLAG}"
+    if flag in event and not drop:
+        return event
+    n = len(event["hit_phi"])
+    has = not drop and all(f"hit_{f}" in event for f in CELL_FEATURES)
+    out = dict(event)
+    if not has:
+        out |= {f"hit_{f}": np.zeros(n, np.float32) for f in CELL_FEATURES}
+    out[flag] = np.full(n, float(has), np.float32)
+    return out
+
+
 def model_inputs(
     event: dict[str, np.ndarray], hit_fields: list[str] | None = None
 ) -> dict[str, torch.Tensor]:
     """What the model reads of one event: the scaled hit fields and ``hit_valid``; no truth needed.
 
     The hit fields are ``hit_fields`` (plus phi), or by default every known feature the event has; the
-    model's input network reads the ones its config names.
+    model's input network reads the ones its config names. The cell features are always there, 0 with
+    ``hit_has_cells`` 0 when the event has no cells (``with_cell_flag``): a model that reads cells but
+    not that flag must not be given such events (``submission.needs_cells``).
     """
+    event = with_cell_flag(event)
     if hit_fields is None:
         hit_fields = [f for f in KNOWN_FEATURES if f"hit_{f}" in event]
     fields = dict.fromkeys([*hit_fields, "phi"])  # phi is always there: the model sorts by it
@@ -167,11 +207,15 @@ def to_model_inputs(
     cuts: TargetCuts,
     hit_fields: list[str] | None = None,
     all_particles: bool = False,
+    seed_weight_cap: float | None = None,
+    drop_cells: bool = False,
 ) -> dict[str, torch.Tensor]:
     """One event with its truth as a ``data.batch`` dict: ``model_inputs``, targets, masks and labels.
 
     The objects (``particle_*``) are the target particles (those passing ``cuts``), or with
     ``all_particles`` every particle with a hit in the event; ``particle_target`` flags the targets.
+    With ``seed_weight_cap`` also ``hit_seed_weight`` (``seed_weights``), for seed sampling in training;
+    with ``drop_cells`` the event is given as if it had no cells file.
     """
     is_target = cuts.select(event)
     owner = event["hit_particle"]
@@ -181,9 +225,13 @@ def to_model_inputs(
     else:
         objects = np.flatnonzero(is_target)
     target = np.flatnonzero(is_target)
-    out = model_inputs(event, hit_fields)
+    out = model_inputs(with_cell_flag(event, drop_cells), hit_fields)
     out["hit_on_target"] = torch.from_numpy(np.isin(owner, target))
     out["hit_seed"] = torch.from_numpy(seed_hits(event, target))
+    if seed_weight_cap is not None:
+        out["hit_seed_weight"] = torch.from_numpy(
+            seed_weights(event, is_target, cuts.min_pt, seed_weight_cap)
+        )
     out["particle_valid"] = torch.ones(len(objects), dtype=torch.bool)
     out["particle_target"] = torch.from_numpy(is_target[objects])
     for f in PARTICLE_FIELDS:
@@ -216,6 +264,8 @@ class TrackMLDataset(Dataset):
         cuts: TargetCuts | None = None,
         limit=None,
         all_particles: bool = False,
+        seed_weight_cap: float | None = None,
+        cell_dropout: float = 0.0,
     ):
         directory = Path(directory)
         if not directory.is_dir():
@@ -231,6 +281,10 @@ class TrackMLDataset(Dataset):
         self.hit_fields = None if hit_fields is None else list(hit_fields)
         self.cuts = cuts or TargetCuts()
         self.all_particles = all_particles
+        self.seed_weight_cap = seed_weight_cap
+        if not 0.0 <= cell_dropout <= 1.0:
+            raise ValueError(f"cell_dropout is a probability, got {cell_dropout}")
+        self.cell_dropout = cell_dropout
 
     def __len__(self) -> int:
         return len(self.files)
@@ -250,4 +304,7 @@ class TrackMLDataset(Dataset):
                 f"{self.files[i]} has no truth (its event had no particles and truth files): "
                 "it can be reconstructed (`hepattn reconstruct`), not trained or tested on"
             )
-        return to_model_inputs(event, self.cuts, self.hit_fields, self.all_particles)
+        drop = self.cell_dropout > 0 and float(torch.rand(())) < self.cell_dropout  # seeded by the trainer
+        return to_model_inputs(
+            event, self.cuts, self.hit_fields, self.all_particles, self.seed_weight_cap, drop
+        )

@@ -48,7 +48,6 @@ class DemoSettings:
     val_events: int = 20
     test_events: int = 50
     filter_steps: int = 450  # optimizer steps of `processes` events each
-    hits_filter_steps: int = 150  # the hits-only filter, for events without cells files
     tracker_steps: int = 900
     threshold: float = 0.1  # filter probability above which a hit goes into the tracker's training data
     reco_threshold: float = 0.03  # ... and to the tracker at reconstruction (chosen on a tuning sample)
@@ -70,13 +69,16 @@ class DemoSettings:
     workers: int = 2  # simulation processes
     processes: int = 2  # training processes (Lightning DDP on the CPU); each step sees one event per process
     mlp_ratio: float = 2.0  # feed-forward width over the model width, filter and tracker (the configs say 4)
+    # Raised when the shipped configs the demo trains change (2: the filter learns events without cells,
+    # the tracker samples its training seeds by pT), so that a folder of older models is not mixed in.
+    configs_version: int = 2
 
 
 # What the events and the models depend on; the other settings only change the reconstruction.
 TRAINING_FIELDS = ("pileup", "train_events", "val_events", "test_events", "filter_steps", "tracker_steps",
-                   "threshold", "seed", "processes", "mlp_ratio", "hits_filter_steps")  # fmt: skip
+                   "threshold", "seed", "processes", "mlp_ratio", "configs_version")  # fmt: skip
 # The value a training field had in runs made before it existed (their settings.json lacks it).
-EARLIER_DEFAULTS = {"mlp_ratio": 4.0}
+EARLIER_DEFAULTS = {"mlp_ratio": 4.0, "configs_version": 1}
 
 # The settings that `Reconstruction` takes under the same name.
 RECONSTRUCTION_FIELDS = ("track_threshold", "min_mask_prob", "fit_max_hits", "fit_max_xy",
@@ -90,7 +92,6 @@ LONG = DemoSettings(
     train_events=800,
     test_events=100,
     filter_steps=2500,
-    hits_filter_steps=800,
     tracker_steps=6000,
     mlp_ratio=4.0,
     track_threshold=0.003,
@@ -250,11 +251,6 @@ def run_demo(out: str | Path, s: DemoSettings = QUICK, detectors: Path | None = 
     filter_ckpt, seconds = train(filter_configs, data, s.filter_steps, out / "filter", s.processes, shape)
     timing["train_filter_s"] = seconds
 
-    hits_configs = [*filter_configs, config("trackml/variants/hits_only.yaml")]
-    steps = s.hits_filter_steps
-    hits_ckpt, seconds = train(hits_configs, data, steps, out / "filter_hits", s.processes, shape)
-    timing["train_hits_filter_s"] = seconds
-
     hit_filter = load(filter_configs, filter_ckpt, shape)
     start = time.perf_counter()
     for split in ("train", "val"):
@@ -267,7 +263,7 @@ def run_demo(out: str | Path, s: DemoSettings = QUICK, detectors: Path | None = 
     tracker_ckpt, seconds = train(tracker_configs, data, s.tracker_steps, out / "tracker", s.processes, shape)
     timing["train_tracker_s"] = seconds
 
-    write_manifest(out, s, [filter_ckpt, hits_ckpt], tracker_ckpt)
+    write_manifest(out, s, [filter_ckpt], tracker_ckpt)
     models = load_models(out)  # as `hepattn reconstruct --models` loads them
     result = write_reconstruction(
         out / "events" / "test", models, out / "submission.csv", out / "predictions.h5"

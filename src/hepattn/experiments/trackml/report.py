@@ -30,7 +30,6 @@ ROWS = {
     "timing": [
         ("simulate_s", "simulation (s)", "f0"),
         ("train_filter_s", "filter training (s)", "f0"),
-        ("train_hits_filter_s", "hits-only filter training (s)", "f0"),
         ("train_tracker_s", "tracker training (s)", "f0"),
         ("inference_ms_per_event", "inference, filter + tracker (ms / event)", "f0"),
     ],

@@ -9,7 +9,8 @@ hits on no track get track_id 0, which the TrackML score treats as one more trac
 The models come from a folder as ``hepattn demo`` leaves it (``reconstruction.json`` names the
 checkpoints, the volumes and the working point) or as explicit checkpoints; each checkpoint is rebuilt
 from the ``config.yaml`` that ``hepattn fit`` saved beside it. A filter that reads cell features needs
-the cells file; the demo also trains a hits-only filter, used for events without one.
+the cells file unless it also reads ``has_cells``, as the demo's does (trained with some events'
+cells withheld, it takes events with and without them).
 """
 
 import json
@@ -25,7 +26,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from hepattn.data.trackml import find_events, read_event
-from hepattn.experiments.trackml.dataset import CELL_FEATURES, has_truth, prepare_event
+from hepattn.experiments.trackml.dataset import CELL_FEATURES, CELL_FLAG, has_truth, prepare_event
 from hepattn.experiments.trackml.predictions import event_id, write_predictions
 from hepattn.experiments.trackml.prep import event_parts
 from hepattn.experiments.trackml.reco import Reconstruction
@@ -68,12 +69,21 @@ def reads_cells(module: MaskFormerModule) -> bool:
     return any(f in CELL_FEATURES for net in module.model.input_nets for f in net.fields)
 
 
+def needs_cells(module: MaskFormerModule) -> bool:
+    """Whether the model reads cell features but not ``has_cells``: it cannot take an event without them."""
+    reads_flag = any(CELL_FLAG in net.fields for net in module.model.input_nets)
+    return reads_cells(module) and not reads_flag
+
+
 @dataclass
 class TrainedModels:
-    """A filter (or a filter per input: with cells, hits only), a tracker and the working point.
+    """A filter (or one per input: with cells, hits only), a tracker and the working point.
+
+    A filter that reads ``has_cells`` (the demo's) takes events with and without cells; one that reads
+    cell features without it only events with cells (``needs_cells``).
 
     Attributes:
-        filters: the trained hit filters, those that read cells first.
+        filters: the trained hit filters, those that read cells first; an event gets the first it suits.
         tracker: the trained tracker.
         volumes: detector volumes the models were trained on; other hits get track_id 0.
         min_pt: the targets' pT cut (GeV), stored with the predictions for ``hepattn evaluate``.
@@ -90,13 +100,13 @@ class TrainedModels:
 
     def reconstruction(self, prefix: Path, with_cells: bool) -> Reconstruction:
         """The reconstruction for an event with or without its cells file (``prefix`` names it)."""
-        usable = [f for f in self.filters if with_cells or not reads_cells(f)]
+        usable = [f for f in self.filters if with_cells or not needs_cells(f)]
         if not usable:
             raise FileNotFoundError(
                 f"no {prefix}-cells.csv or {prefix}-cells.csv.gz: the filter "
                 f"{self.sources.get('filters', ['given'])[0]} reads cell features "
-                f"({', '.join(CELL_FEATURES)}); give the cells file, or a hits-only filter as well "
-                "(`hepattn demo` trains one)"
+                f"({', '.join(CELL_FEATURES)}) and not {CELL_FLAG}; give the cells file, or a filter "
+                f"that reads {CELL_FLAG} (trained with cell_dropout, as `hepattn demo`'s) or none"
             )
         return Reconstruction(usable[0], self.tracker, **self.settings)
 
