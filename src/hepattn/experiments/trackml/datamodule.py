@@ -70,12 +70,11 @@ class TrackMLDataModule(SplitDataModule):
                 raise ValueError(f"no {split}_dir given to {type(self).__name__}")
             self.datasets[split] = TrackMLDataset(
                 Path(directory),
-                None,
-                self.cuts,
-                self.limits[split],
-                self.all_particles,
-                self.seed_weight_cap,
-                self.cell_dropout if split == "train" else 0.0,
+                cuts=self.cuts,
+                limit=self.limits[split],
+                all_particles=self.all_particles,
+                seed_weight_cap=self.seed_weight_cap,
+                cell_dropout=self.cell_dropout if split == "train" else 0.0,
             )
         return self.datasets[split]
 

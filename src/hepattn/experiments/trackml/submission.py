@@ -106,7 +106,7 @@ class TrainedModels:
                 f"no {prefix}-cells.csv or {prefix}-cells.csv.gz: the filter "
                 f"{self.sources.get('filters', ['given'])[0]} reads cell features "
                 f"({', '.join(CELL_FEATURES)}) and not {CELL_FLAG}; give the cells file, or a filter "
-                f"that reads {CELL_FLAG} (trained with cell_dropout, as `hepattn demo`'s) or none"
+                f"that reads {CELL_FLAG} (trained with cell_dropout, as `hepattn demo`'s) or no cell features"
             )
         return Reconstruction(usable[0], self.tracker, **self.settings)
 
