@@ -43,6 +43,8 @@ def frames() -> dict[str, pd.DataFrame]:
             "y": [0.0, 0.0, 0.0, 0.0, 50.0, -40.0, 90.0],
             "z": [0.0, 10.0, 20.0, 30.0, 50.0, 0.0, 90.0],
             "volume_id": [8, 8, 8, 13, 8, 8, 8],
+            "layer_id": [2, 4, 6, 2, 2, 2, 4],
+            "module_id": [1, 1, 1, 1, 1, 9, 1],  # hits 1 and 5 share a module, as do hits 2 and 7
         }
     )
     truth = pd.DataFrame(

@@ -23,6 +23,8 @@ def test_prepare_event_features_truth_and_volume_selection(make_frames):
     assert event["hit_particle"].tolist() == [0, 0, 0, 1, -1, 1]
     assert event["particle_nhits"].tolist() == [3, 2]  # counted in the selected volumes only
     assert event["hit_id"].tolist() == [1, 2, 3, 5, 6, 7]
+    m = event["hit_module"]  # hits 1 and 5 share a module, as do 2 and 7; all others differ
+    assert m[0] == m[3] and m[1] == m[5] and len(np.unique(m)) == 4
     np.testing.assert_allclose(event["hit_weight"], [0.1, 0.2, 0.2, 0.2, 0.0, 0.2])
     np.testing.assert_allclose(event["particle_pt"], [2.0, 0.5])
     np.testing.assert_allclose(event["particle_eta"], [0.0, np.arcsinh(1.0)], rtol=1e-6)

@@ -12,6 +12,7 @@ from hepattn.experiments.trackml.helix import helix_fit, helix_residuals, mask_h
 from hepattn.experiments.trackml.postprocess import (
     assign_hits,
     drop_unfit_tracks,
+    one_hit_per_module,
     ranking_score,
     recover_tracks,
     refine_tracks,
@@ -185,6 +186,26 @@ def test_each_hit_goes_to_the_kept_track_that_claims_it_most_and_short_tracks_gi
     assert assign_hits(logit, keep).tolist() == [0, 1, 0, 0, 1, -1]
     assert assign_hits(logit, keep, min_hits=3).tolist() == [0, -1, 0, 0, -1, -1]
     assert assign_hits(logit, torch.zeros(4, dtype=torch.bool)).tolist() == [-1] * 6  # nothing kept
+
+
+def test_a_mask_keeps_only_its_strongest_hit_on_each_module():
+    module = torch.tensor([7, 7, 8, 9, 9, 9])
+    logit = torch.tensor(
+        [
+            [2.0, 3.0, 1.0, 0.5, -1.0, 4.0],  # two hits on 7 and on 9: keeps hit 1 and hit 5
+            [-1.0, -2.0, -1.0, -2.0, 1.0, -3.0],  # one hit per module already: unchanged
+        ]
+    )
+    out = one_hit_per_module(logit, module)
+    assert (out > 0).tolist() == [
+        [False, True, True, False, False, True],
+        [False, False, False, False, True, False],
+    ]
+    assert out[0, 0] == -torch.inf and out[0, 1] == 3.0  # the kept claims keep their logits
+    assert torch.equal(out[1], logit[1]) and torch.equal(logit[0, 0], torch.tensor(2.0))  # input untouched
+    # a hit withdrawn from one mask goes to the next track that claims it
+    logit[1, 0] = 0.5
+    assert assign_hits(one_hit_per_module(logit, module), torch.tensor([True, True])).tolist()[0] == 1
 
 
 def test_tracks_with_an_unsure_mask_give_their_hits_up():

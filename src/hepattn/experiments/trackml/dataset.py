@@ -48,6 +48,12 @@ def hit_features(hits: pd.DataFrame) -> dict[str, np.ndarray]:
     return {k: a.astype(np.float32) for k, a in (feats | {"u": u, "v": v}).items()}
 
 
+def module_key(hits: pd.DataFrame) -> np.ndarray:
+    """(N,) one integer per detector module of each hit, from its volume_id, layer_id and module_id."""
+    volume, layer, module = (hits[c].to_numpy(np.int64) for c in ("volume_id", "layer_id", "module_id"))
+    return (volume * 100 + layer) * 100_000 + module
+
+
 def cell_features(hits: pd.DataFrame, cells: pd.DataFrame) -> dict[str, np.ndarray]:
     """Per-hit cluster shape: number of cells, summed charge, extent along the two channels."""
     groups = cells.groupby("hit_id")
@@ -89,9 +95,10 @@ def prepare_event(frames: dict[str, pd.DataFrame], volumes: list[int] | None = N
         volumes: detector volumes to keep (e.g. the pixel volumes 7, 8, 9); None keeps all.
 
     Returns:
-        ``hit_{feature}`` (N,) and ``hit_id`` (N,). With truth also ``hit_particle`` (N,), the index into
-        the particles (-1 for noise or a particle absent from the particle table), ``hit_weight`` (N,)
-        (the TrackML score's truth weight), ``particle_{field}`` (P,) including ``nhits`` counted in
+        ``hit_{feature}`` (N,), ``hit_id`` (N,) and ``hit_module`` (N,) (``module_key``). With truth
+        also ``hit_particle`` (N,), the index into the particles (-1 for noise or a particle absent from
+        the particle table), ``hit_weight`` (N,) (the TrackML score's truth weight),
+        ``particle_{field}`` (P,) including ``nhits`` counted in
         the selected volumes, and ``particle_id`` (P,).
     """
     if ("truth" in frames) != ("particles" in frames):
@@ -106,6 +113,7 @@ def prepare_event(frames: dict[str, pd.DataFrame], volumes: list[int] | None = N
     if "cells" in frames:
         out |= {f"hit_{k}": a for k, a in cell_features(hits, frames["cells"]).items()}
     out["hit_id"] = hits["hit_id"].to_numpy(np.int64)
+    out["hit_module"] = module_key(hits)
     if "truth" not in frames:
         return out
     particles = frames["particles"].reset_index(drop=True)

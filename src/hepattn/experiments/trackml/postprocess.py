@@ -1,11 +1,12 @@
 """Turning the tracker's raw outputs into tracks: each hit on at most one track.
 
-The tracker proposes one candidate per kept hit, with a validity probability and a mask over the hits.
-Candidates are ordered (``ranking_score``), duplicates suppressed on their hit sets
-(``suppress_duplicates``), hits assigned to the kept candidate that claims them most strongly
-(``assign_hits``), and the tracks checked against a helix through the beam line: short ones that fit
-none are dropped (``drop_unfit_tracks``), longer ones may lose a few stray hits (``refine_tracks``), and
-candidates left unused make tracks of the hits left over (``recover_tracks``).
+The tracker proposes one candidate per kept hit, with a validity probability and a mask over the hits;
+a mask keeps at most one hit per detector module (``one_hit_per_module``). Candidates are ordered
+(``ranking_score``), duplicates suppressed on their hit sets (``suppress_duplicates``), hits assigned
+to the kept candidate that claims them most strongly (``assign_hits``), and the tracks checked against
+a helix through the beam line: short ones that fit none are dropped (``drop_unfit_tracks``), longer
+ones may lose a few stray hits (``refine_tracks``), and candidates left unused make tracks of the hits
+left over (``recover_tracks``).
 """
 
 import numpy as np
@@ -22,6 +23,32 @@ def hit_lists(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, np.ndarra
     """
     row, hit = mask.cpu().nonzero(as_tuple=True)
     return row, hit, np.searchsorted(row.numpy(), np.arange(mask.shape[0] + 1))
+
+
+def one_hit_per_module(logit: torch.Tensor, module: torch.Tensor) -> torch.Tensor:
+    """(Q, N) ``logit`` with each row's claims (logit > 0) on all but its strongest hit per module withdrawn.
+
+    A charged particle crosses a detector module once and leaves at most one hit on it, so a mask that
+    holds two hits of one module has merged two particles (in a jet core, neighbours cross the same
+    modules); the weaker claims are set to -inf, so the hit is free for the track it belongs to. The
+    same rule as a combinatorial Kalman filter's, which takes at most one measurement per surface
+    (ACTS, arXiv 2106.13593).
+
+    Args:
+        logit: (Q, N) track-hit mask logits.
+        module: (N,) an integer per hit naming its module (``dataset.module_key``).
+    """
+    row, hit = (logit > 0).nonzero(as_tuple=True)
+    if not len(row):
+        return logit
+    value = logit[row, hit]
+    _, group = torch.unique(row * (int(module.max()) + 1) + module[hit], return_inverse=True)
+    best = torch.full((int(group.max()) + 1,), -torch.inf, dtype=value.dtype, device=value.device)
+    best = best.scatter_reduce(0, group, value, "amax")
+    weaker = value < best[group]
+    out = logit.clone()
+    out[row[weaker], hit[weaker]] = -torch.inf
+    return out
 
 
 def suppress_duplicates(score: torch.Tensor, mask: torch.Tensor, max_overlap: float) -> torch.Tensor:

@@ -18,6 +18,7 @@ from hepattn.experiments.trackml.dataset import load_event, model_inputs, save_e
 from hepattn.experiments.trackml.postprocess import (
     assign_hits,
     drop_unfit_tracks,
+    one_hit_per_module,
     ranking_score,
     recover_tracks,
     refine_tracks,
@@ -96,6 +97,9 @@ class Reconstruction:
         num_queries: queries of the tracker at inference (None: as the query maker decides;
             ``SampledQueries`` seed one query per kept hit); dynamic queries take the seed head's best
             constituents, so more queries cover more particles.
+        one_hit_per_module: each candidate's mask keeps at most one hit per detector module, its
+            strongest (``postprocess.one_hit_per_module``; events prepared before ``hit_module`` existed
+            are taken as they are).
         min_hits: a track that ends up with fewer hits is dropped and its hits left unassigned (targets
             have at least 3 hits; a one- or two-hit "track" is a fragment, not a track candidate).
         min_mask_prob: so is a track whose mean mask probability over its hits is lower.
@@ -129,6 +133,7 @@ class Reconstruction:
     track_threshold: float = 0.5
     max_overlap: float = 0.5
     num_queries: int | None = None
+    one_hit_per_module: bool = False
     min_hits: int = 1
     min_mask_prob: float = 0.0
     fit_max_hits: int = 0
@@ -182,6 +187,8 @@ class Reconstruction:
         track_prob = preds["track_valid"]["prob"][0].float()
         candidate = (track_prob >= self.track_threshold) & preds["queries"]["valid"][0]
         logit = preds["track_hit"]["logit"][0].float()
+        if self.one_hit_per_module and "hit_module" in kept:
+            logit = one_hit_per_module(logit, torch.from_numpy(kept["hit_module"]).to(logit.device))
         mask, quality = logit > 0, preds["track_hit"].get("quality")
         xyz = np.stack([kept[f"hit_{c}"] for c in "xyz"], 1).astype(np.float64)
         score = ranking_score(
