@@ -52,7 +52,7 @@ class DemoSettings:
     threshold: float = 0.1  # filter probability above which a hit goes into the tracker's training data
     reco_threshold: float = 0.03  # ... and to the tracker at reconstruction (chosen on a tuning sample)
     track_threshold: float = 0.02  # validity probability of a track candidate (chosen on the val split)
-    one_hit_per_module: bool = True  # a mask keeps one hit per module (+13 points above 5 GeV, no training)
+    one_hit_per_module: bool = True  # a mask keeps one hit per module (+12 points above 5 GeV, no training)
     min_track_hits: int = 3  # shorter candidates are fragments; their hits stay unassigned
     min_mask_prob: float = 0.0  # tracks with a less sure mask are dropped (0: none; see docs/trackml.md)
     fit_max_hits: int = 4  # tracks this short must fit a helix through the beam line (chosen on val)

@@ -42,8 +42,8 @@ def one_hit_per_module(logit: torch.Tensor, module: torch.Tensor) -> torch.Tenso
     if not len(row):
         return logit
     value = logit[row, hit]
-    _, group = torch.unique(row * (int(module.max()) + 1) + module[hit], return_inverse=True)
-    best = torch.full((int(group.max()) + 1,), -torch.inf, dtype=value.dtype, device=value.device)
+    pairs, group = torch.unique(row * (int(module.max()) + 1) + module[hit], return_inverse=True)
+    best = torch.full((len(pairs),), -torch.inf, dtype=value.dtype, device=value.device)
     best = best.scatter_reduce(0, group, value, "amax")
     weaker = value < best[group]
     out = logit.clone()
