@@ -128,6 +128,8 @@ def reconstruct(args: argparse.Namespace) -> int:
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     models = load_models(args.models, args.filter_ckpt, args.tracker_ckpt, device)
+    if args.seed_threshold is not None:
+        models.settings["seed_threshold"] = args.seed_threshold
     done = write_reconstruction(args.input, models, args.out, args.predictions)
     print(
         f"wrote {done['hits']:,} hits of {done['events']} events to {done['submission']} "
@@ -275,6 +277,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="submission CSV to write (event_id,hit_id,track_id)")
     p.add_argument("--predictions", help="predictions HDF5 for `hepattn evaluate` when the events have truth")
     p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when visible, else cpu")
+    p.add_argument(
+        "--seed-threshold", type=float,
+        help="only hits with this filter probability seed track candidates (default: the folder's working "
+        "point); faster on pile-up events whose filter keeps many doubtful hits, see docs/trackml.md",
+    )  # fmt: skip
     p.set_defaults(func=reconstruct)
     p = commands.add_parser("bench", help="time and memory of the TrackML models vs hits (table, JSON, plot)")
     p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when visible, else cpu")

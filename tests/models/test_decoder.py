@@ -163,3 +163,19 @@ def test_weighted_sampled_queries_name_the_missing_weight_field():
     queries = SampledQueries(num_queries=3, dim=D, weight_field="hit_seed_weight").train()
     with pytest.raises(KeyError, match="hit_seed_weight"):
         queries(torch.randn(1, 10, D), None, batch={})
+
+
+def test_sampled_queries_with_a_seed_field_seed_only_the_flagged_valid_constituents_in_evaluation():
+    torch.manual_seed(0)
+    x = torch.randn(2, 8, D)
+    x_valid = torch.ones(2, 8, dtype=torch.bool)
+    x_valid[1, 6:] = False
+    flag = torch.tensor([[1, 0, 1, 0, 0, 1, 1, 0], [0, 1, 1, 0, 0, 0, 1, 1]], dtype=torch.bool)
+    queries = SampledQueries(num_queries=3, dim=D, seed_field="hit_seed_ok").eval()
+    q, q_valid, index = queries(x, x_valid, batch={"hit_seed_ok": flag})
+    assert index[0].tolist() == [0, 2, 5, 6] and q_valid[0].all()  # the four flags, in order
+    assert index[1, :2].tolist() == [1, 2] and q_valid[1].tolist() == [True, True, False, False]
+    torch.testing.assert_close(q[0], x[0, [0, 2, 5, 6]])  # each query starts as its seed
+    assert queries.train()(x, x_valid)[2].shape == (2, 3)  # training samples as before, flags unread
+    with pytest.raises(KeyError, match="hit_seed_ok"):
+        queries.eval()(x, x_valid, batch={})

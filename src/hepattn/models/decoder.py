@@ -161,6 +161,15 @@ class LearnedQueries(nn.Module):
         return q, torch.ones(q.shape[:2], dtype=torch.bool, device=x.device), None
 
 
+def first_true(flags: Tensor) -> Tensor:
+    """(B, K) positions of the True entries of each row of ``flags`` (B, N), in order, K the most in a row.
+
+    Shorter rows are padded with positions of False entries (at least one column, even with no True).
+    """
+    k = max(int(flags.sum(-1).max()), 1)
+    return (~flags).to(torch.uint8).argsort(dim=-1, stable=True)[:, :k]
+
+
 def seed_projection(dim: int, identity_init: bool) -> nn.Linear:
     """The (D, D) map from a seed constituent's embedding to its query, optionally the identity."""
     proj = nn.Linear(dim, dim)
@@ -239,6 +248,7 @@ class SampledQueries(nn.Module):
         identity_init: bool = True,
         input_name: str | None = None,
         weight_field: str | None = None,
+        seed_field: str | None = None,
     ):
         """Build the query maker.
 
@@ -251,11 +261,16 @@ class SampledQueries(nn.Module):
             weight_field: a seed-type field of positive sampling weights (e.g. ``hit_seed_weight``): in
                 training a constituent is drawn as a seed in proportion to it (without replacement), so
                 that rare objects get more queries; None: uniform. Inference is unchanged.
+            seed_field: a boolean seed-type field (e.g. ``hit_seed_ok``): at inference only the
+                constituents where it is True seed a query, so that Q can be far below N (seeds on the
+                hits a filter is sure of, the others still attended to and assigned); None: every
+                constituent seeds one. Training is unchanged.
         """
         super().__init__()
         self.input_name = input_name
         self.num_queries = num_queries
         self.weight_field = weight_field
+        self.seed_field = seed_field
         self.proj = seed_projection(dim, identity_init)
 
     def forward(
@@ -266,10 +281,18 @@ class SampledQueries(nn.Module):
         if self.training:
             index = self.sample(valid, batch).topk(min(self.num_queries, x.shape[1]), dim=-1)
             index = index.indices.sort(-1).values
-        else:
+        elif self.seed_field is None:
             index = torch.arange(x.shape[1], device=x.device).expand(x.shape[0], -1)
+        else:
+            valid = valid & self.field(batch, self.seed_field).bool()
+            index = first_true(valid)
         q = self.proj(x.gather(1, index.unsqueeze(-1).expand(-1, -1, x.shape[-1])))
         return q, valid.gather(1, index), index
+
+    def field(self, batch: dict[str, Tensor] | None, name: str) -> Tensor:
+        if batch is None or name not in batch:
+            raise KeyError(f"{type(self).__name__} reads '{name}', which the batch lacks")
+        return batch[name]
 
     def sample(self, valid: Tensor, batch: dict[str, Tensor] | None) -> Tensor:
         """(B, N) keys whose Q largest are the sampled seeds; invalid constituents last.
@@ -280,7 +303,6 @@ class SampledQueries(nn.Module):
         u = torch.rand(valid.shape, device=valid.device)
         if self.weight_field is None:
             return u.masked_fill(~valid, -1.0)
-        if batch is None or self.weight_field not in batch:
-            raise KeyError(f"{type(self).__name__} samples by '{self.weight_field}', which the batch lacks")
-        keys = u.clamp_min(torch.finfo(u.dtype).tiny).log() / batch[self.weight_field].clamp_min(1e-6)
+        weight = self.field(batch, self.weight_field).clamp_min(1e-6)
+        keys = u.clamp_min(torch.finfo(u.dtype).tiny).log() / weight
         return keys.masked_fill(~valid, -torch.inf)

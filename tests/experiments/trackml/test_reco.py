@@ -379,3 +379,24 @@ def test_sectors_give_the_tracks_of_one_pass_when_the_margin_holds_them():
     assert len(np.unique(np.stack([owner, whole]), axis=1)[0]) == 60
     assert sorted(tracks["pt"][owner[::5]]) == sorted(whole_tracks["pt"])
     assert (tracks["pt"][owner] == kept["hit_particle"]).all()
+
+
+def test_a_seed_threshold_seeds_queries_on_the_sure_hits_only_and_changes_nothing_when_all_pass():
+    from hepattn.bench.cases import synthetic_event
+    from hepattn.experiments.trackml.demo import config
+    from hepattn.training.cli import build
+
+    torch.manual_seed(0)
+    tracker = build([config("trackml/tracking_small.yaml")], []).model.eval()
+    event = synthetic_event(200, 12, seed=3)
+    prob = np.random.default_rng(0).uniform(0.1, 1.0, len(event["hit_phi"])).astype(np.float32)
+    kept = select_hits(event | {"hit_filter_prob": prob}, np.ones(len(prob), bool))
+    every = Reconstruction(None, tracker, track_threshold=0.0)
+    sure = Reconstruction(None, tracker, track_threshold=0.0, seed_threshold=0.5)
+    lowest = Reconstruction(None, tracker, track_threshold=0.0, seed_threshold=0.05)  # every hit passes
+    with torch.no_grad():
+        seeds = tracker.model(sure.tracker_inputs(kept))["queries"]["index"][0].numpy()
+        owner, _ = sure.tracks(kept)
+        np.testing.assert_array_equal(lowest.tracks(kept)[0], every.tracks(kept)[0])
+    assert sorted(seeds) == list(np.flatnonzero(prob >= 0.5))  # one query per sure hit, none other
+    assert owner.shape == prob.shape and (owner[prob < 0.5] >= 0).any()  # the others are still assigned

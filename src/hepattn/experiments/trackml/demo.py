@@ -52,6 +52,7 @@ class DemoSettings:
     threshold: float = 0.1  # filter probability above which a hit goes into the tracker's training data
     reco_threshold: float = 0.03  # ... and to the tracker at reconstruction (chosen on a tuning sample)
     track_threshold: float = 0.02  # validity probability of a track candidate (chosen on the val split)
+    seed_threshold: float = 0.0  # hits with a lower filter probability seed no candidate (0: all seed)
     one_hit_per_module: bool = True  # a mask keeps one hit per module (+12 points above 5 GeV, no training)
     min_track_hits: int = 3  # shorter candidates are fragments; their hits stay unassigned
     min_mask_prob: float = 0.0  # tracks with a less sure mask are dropped (0: none; see docs/trackml.md)
@@ -82,9 +83,10 @@ TRAINING_FIELDS = ("pileup", "train_events", "val_events", "test_events", "filte
 EARLIER_DEFAULTS = {"mlp_ratio": 4.0, "configs_version": 1}
 
 # The settings that `Reconstruction` takes under the same name.
-RECONSTRUCTION_FIELDS = ("track_threshold", "one_hit_per_module", "min_mask_prob", "fit_max_hits",
-                         "fit_max_xy", "fit_max_z", "rank_fit_xy", "rank_fit_z", "refine_max_removed",
-                         "refine_xy", "refine_z", "recover_xy", "recover_z")  # fmt: skip
+RECONSTRUCTION_FIELDS = ("track_threshold", "seed_threshold", "one_hit_per_module", "min_mask_prob",
+                         "fit_max_hits", "fit_max_xy", "fit_max_z", "rank_fit_xy", "rank_fit_z",
+                         "refine_max_removed", "refine_xy", "refine_z", "recover_xy",
+                         "recover_z")  # fmt: skip
 
 QUICK = DemoSettings()
 # --long's validity threshold and fit cut were chosen on a tuning sample of 100 more events (docs/trackml.md)
