@@ -12,6 +12,7 @@ from hepattn.experiments.trackml.helix import helix_fit, helix_residuals, mask_h
 from hepattn.experiments.trackml.postprocess import (
     assign_hits,
     drop_unfit_tracks,
+    join_fragments,
     one_hit_per_module,
     ranking_score,
     recover_tracks,
@@ -225,6 +226,24 @@ def helix(radius: float, phi0: float, z0: float, dz_ds: float, r: np.ndarray) ->
     s = 2 * radius * np.arcsin(r / (2 * radius))  # arc length from the origin
     angle = phi0 + s / (2 * radius)  # a chord from the origin turns by half the swept angle
     return np.stack([r * np.cos(angle), r * np.sin(angle), z0 + dz_ds * s], 1)
+
+
+def test_pieces_of_two_neighbouring_particles_are_joined_inner_to_outer_as_they_fit():
+    # a jet core: particles a and b cross the same four modules, 2 mm apart at the outer layer; the
+    # masks cut each into an inner and an outer piece (tracks 0 + 1 of a, 2 + 3 of b)
+    r = np.array([32.0, 72.0, 116.0, 172.0])
+    a, b = helix(20_000.0, 0.3, 12.0, 0.8, r), helix(9_000.0, 0.31, 14.0, 0.82, r)
+    xyz = np.concatenate([a[:2], a[2:], b[:2], b[2:]])
+    owner = np.array([0, 0, 1, 1, 2, 2, 3, 3])
+    module = np.array([1, 2, 3, 4, 1, 2, 3, 4])
+    joined = join_fragments(owner, xyz, module, max_hits=4, max_xy=0.3, max_z=0.6)
+    assert joined.tolist() == [0, 0, 0, 0, 2, 2, 2, 2]  # a with a, b with b: never a's inner with b's outer
+    assert join_fragments(owner, xyz, module, max_hits=1, max_xy=0.3, max_z=0.6).tolist() == owner.tolist()
+    same_module = np.array([1, 2, 1, 4, 5, 6, 5, 8])  # the pieces share a module: two particles
+    assert join_fragments(owner, xyz, same_module, 4, 0.3, 0.6).tolist() == owner.tolist()
+    far = xyz.copy()
+    far[4:, :2] = -far[4:, :2]  # b on the other side of the detector: its pieces still find each other
+    assert join_fragments(owner, far, module, 4, 0.3, 0.6).tolist() == [0, 0, 0, 0, 2, 2, 2, 2]
 
 
 def test_helix_residuals_vanish_on_a_helix_and_see_a_moved_hit():

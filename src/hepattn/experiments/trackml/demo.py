@@ -54,6 +54,9 @@ class DemoSettings:
     track_threshold: float = 0.02  # validity probability of a track candidate (chosen on the val split)
     seed_threshold: float = 0.0  # hits with a lower filter probability seed no candidate (0: all seed)
     one_hit_per_module: bool = True  # a mask keeps one hit per module (+12 points above 5 GeV, no training)
+    join_max_hits: int = 6  # pieces of one particle (jet cores) of up to this many hits are joined ...
+    join_xy: float = 0.3  # mm ... when together they fit a helix this well (chosen on val, docs/trackml.md)
+    join_z: float = 0.6  # mm
     min_track_hits: int = 3  # shorter candidates are fragments; their hits stay unassigned
     min_mask_prob: float = 0.0  # tracks with a less sure mask are dropped (0: none; see docs/trackml.md)
     fit_max_hits: int = 4  # tracks this short must fit a helix through the beam line (chosen on val)
@@ -83,10 +86,10 @@ TRAINING_FIELDS = ("pileup", "train_events", "val_events", "test_events", "filte
 EARLIER_DEFAULTS = {"mlp_ratio": 4.0, "configs_version": 1}
 
 # The settings that `Reconstruction` takes under the same name.
-RECONSTRUCTION_FIELDS = ("track_threshold", "seed_threshold", "one_hit_per_module", "min_mask_prob",
-                         "fit_max_hits", "fit_max_xy", "fit_max_z", "rank_fit_xy", "rank_fit_z",
-                         "refine_max_removed", "refine_xy", "refine_z", "recover_xy",
-                         "recover_z")  # fmt: skip
+RECONSTRUCTION_FIELDS = ("track_threshold", "seed_threshold", "one_hit_per_module", "join_max_hits",
+                         "join_xy", "join_z", "min_mask_prob", "fit_max_hits", "fit_max_xy", "fit_max_z",
+                         "rank_fit_xy", "rank_fit_z", "refine_max_removed", "refine_xy", "refine_z",
+                         "recover_xy", "recover_z")  # fmt: skip
 
 QUICK = DemoSettings()
 # --long's validity threshold and fit cut were chosen on a tuning sample of 100 more events (docs/trackml.md)

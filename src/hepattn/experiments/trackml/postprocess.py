@@ -103,6 +103,75 @@ def assign_hits(
     return np.where(claimed & good[owner.clip(0)], owner, -1)
 
 
+def join_fragments(
+    owner: np.ndarray,
+    xyz: np.ndarray,
+    module: np.ndarray,
+    max_hits: int,
+    max_xy: float,
+    max_z: float,
+    max_dphi: float = 0.05,
+) -> np.ndarray:
+    """``owner`` (N,) with pairs of short tracks that are two pieces of one particle joined.
+
+    In a jet core, neighbouring particles cross the same modules, and the tracker's masks can split
+    each of them into an inner and an outer piece (e.g. hits at r = 32, 71, 73 mm on one track and
+    115, 171, 173 mm on another): no piece holds more than half of its particle's hits. Two tracks of at
+    most ``max_hits`` hits each, on no common module, whose mean phi differ by less than ``max_dphi``,
+    become one when their hits together fit a helix through the beam line (``set_helix_residuals``
+    below ``max_xy`` and ``max_z`` mm); the best-fitting pairs are joined first, each track once.
+    The same test a combinatorial track finder applies when it extends a segment with the hits of the
+    next layers (ACTS, arXiv 2106.13593).
+
+    Args:
+        owner: (N,) track of each hit, -1 for none.
+        xyz: (N, 3) hit positions in mm.
+        module: (N,) an integer per hit naming its module (``dataset.module_key``).
+        max_hits: only tracks with at most this many hits are pieces.
+        max_xy: largest x-y residual (mm) of the joined track.
+        max_z: largest z residual (mm) of the joined track.
+        max_dphi: largest difference of the pieces' mean phi (radians).
+    """
+    tracks, size = np.unique(owner[owner >= 0], return_counts=True)
+    pieces = tracks[size <= max_hits]
+    if len(pieces) < 2:
+        return owner
+    on = np.isin(owner, pieces)
+    hit = np.flatnonzero(on)
+    piece = np.searchsorted(pieces, owner[hit])
+    phi = np.arctan2(xyz[hit, 1], xyz[hit, 0])
+    mean = np.arctan2(np.bincount(piece, np.sin(phi)), np.bincount(piece, np.cos(phi)))
+    order = np.argsort(mean)
+    pairs = []  # neighbours in phi (wrapping at pi) within max_dphi
+    for step in range(1, len(pieces)):
+        a, b = order, np.roll(order, -step)
+        close = np.abs(np.angle(np.exp(1j * (mean[b] - mean[a])))) < max_dphi
+        if not close.any() or step >= len(pieces) // 2 + 1:
+            break
+        pairs.append(np.stack([a[close], b[close]], 1))
+    if not pairs:
+        return owner
+    pairs = np.unique(np.sort(np.concatenate(pairs), 1), axis=0)
+    members = [hit[piece == i] for i in range(len(pieces))]
+    shared = np.array([np.intersect1d(module[members[i]], module[members[j]]).size > 0 for i, j in pairs])
+    pairs = pairs[~shared]
+    if not len(pairs):
+        return owner
+    sets = [np.concatenate([members[i], members[j]]) for i, j in pairs]
+    row = torch.from_numpy(np.repeat(np.arange(len(sets)), [len(h) for h in sets]))
+    xy, z = set_helix_residuals(row, torch.from_numpy(np.concatenate(sets)), len(sets), xyz)
+    misfit = torch.maximum(xy / max_xy, z / max_z).numpy()
+    out, used = owner.copy(), np.zeros(len(pieces), dtype=bool)
+    for k in np.argsort(misfit):
+        i, j = pairs[k]
+        if misfit[k] >= 1.0:
+            break
+        if not (used[i] or used[j]):
+            out[members[j]] = pieces[i]
+            used[i] = used[j] = True
+    return out
+
+
 def ranking_score(
     prob: torch.Tensor,
     quality: torch.Tensor | None,

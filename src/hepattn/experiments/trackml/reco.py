@@ -18,6 +18,7 @@ from hepattn.experiments.trackml.dataset import load_event, model_inputs, save_e
 from hepattn.experiments.trackml.postprocess import (
     assign_hits,
     drop_unfit_tracks,
+    join_fragments,
     one_hit_per_module,
     ranking_score,
     recover_tracks,
@@ -104,6 +105,12 @@ class Reconstruction:
         one_hit_per_module: each candidate's mask keeps at most one hit per detector module, its
             strongest (``postprocess.one_hit_per_module``; events prepared before ``hit_module`` existed
             are taken as they are).
+        join_max_hits: two tracks of at most this many hits, on no common module, that together fit a
+            helix through the beam line within ``join_xy`` and ``join_z`` mm become one
+            (``postprocess.join_fragments``: pieces of one particle in a jet core), before short tracks
+            are dropped; 0: no joining.
+        join_xy: largest x-y residual (mm) of a joined track.
+        join_z: largest z residual (mm) of a joined track.
         min_hits: a track that ends up with fewer hits is dropped and its hits left unassigned (targets
             have at least 3 hits; a one- or two-hit "track" is a fragment, not a track candidate).
         min_mask_prob: so is a track whose mean mask probability over its hits is lower.
@@ -139,6 +146,9 @@ class Reconstruction:
     num_queries: int | None = None
     seed_threshold: float = 0.0
     one_hit_per_module: bool = False
+    join_max_hits: int = 0
+    join_xy: float = 0.5
+    join_z: float = 1.0
     min_hits: int = 1
     min_mask_prob: float = 0.0
     fit_max_hits: int = 0
@@ -201,7 +211,14 @@ class Reconstruction:
             self.rank_fit_xy, self.rank_fit_z,
         )  # fmt: skip
         keep = suppress_duplicates(score, mask, self.max_overlap)
-        owner = assign_hits(logit, keep, self.min_hits, self.min_mask_prob)
+        join = self.join_max_hits > 0 and "hit_module" in kept
+        owner = assign_hits(logit, keep, 1 if join else self.min_hits, self.min_mask_prob)
+        if join:
+            owner = join_fragments(
+                owner, xyz, kept["hit_module"], self.join_max_hits, self.join_xy, self.join_z
+            )
+            size = np.bincount(owner[owner >= 0], minlength=logit.shape[0])
+            owner = np.where((owner >= 0) & (size[owner.clip(0)] >= self.min_hits), owner, -1)
         if self.fit_max_hits:
             owner = drop_unfit_tracks(owner, xyz, self.fit_max_hits, self.fit_max_xy, self.fit_max_z)
         if self.refine_max_removed:
