@@ -12,6 +12,7 @@ from hepattn.experiments.trackml.helix import helix_fit, helix_residuals, mask_h
 from hepattn.experiments.trackml.postprocess import (
     assign_hits,
     drop_unfit_tracks,
+    extend_tracks,
     join_fragments,
     one_hit_per_module,
     ranking_score,
@@ -244,6 +245,18 @@ def test_pieces_of_two_neighbouring_particles_are_joined_inner_to_outer_as_they_
     far = xyz.copy()
     far[4:, :2] = -far[4:, :2]  # b on the other side of the detector: its pieces still find each other
     assert join_fragments(owner, far, module, 4, 0.3, 0.6).tolist() == [0, 0, 0, 0, 2, 2, 2, 2]
+
+
+def test_a_free_hit_joins_the_track_it_extends_along_a_helix_and_a_neighbours_does_not():
+    r = np.array([32.0, 72.0, 116.0, 172.0])
+    a, b = helix(20_000.0, 0.3, 12.0, 0.8, r), helix(9_000.0, 0.31, 14.0, 0.82, r)
+    xyz = np.concatenate([a, b[2:3], a[2:3] + np.array([0.0, 0.0, 0.05])])  # a, free hits: b's, a's again
+    owner = np.array([0, 0, -1, 0, -1, -1])  # a's hit at r = 116 mm is free
+    module = np.array([1, 2, 3, 4, 7, 3])  # b's hit on a module of its own; the last on a's third module
+    assert extend_tracks(owner, xyz, module, 0.3, 0.6).tolist() == [0, 0, 0, 0, -1, -1]
+    assert extend_tracks(owner, xyz, module, 0.3, 0.6, min_size=4).tolist() == owner.tolist()  # too short
+    module[[2, 5]] = 2, 4  # free hits on modules the track already crosses: not one particle's
+    assert extend_tracks(owner, xyz, module, 0.3, 0.6).tolist() == owner.tolist()
 
 
 def test_helix_residuals_vanish_on_a_helix_and_see_a_moved_hit():

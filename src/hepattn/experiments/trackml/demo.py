@@ -57,6 +57,8 @@ class DemoSettings:
     join_max_hits: int = 6  # pieces of one particle (jet cores) of up to this many hits are joined ...
     join_xy: float = 0.3  # mm ... when together they fit a helix this well (chosen on val, docs/trackml.md)
     join_z: float = 0.6  # mm
+    extend_xy: float = 0.3  # mm; free hits join the track they extend along a helix this well (on val)
+    extend_z: float = 0.6  # mm
     min_track_hits: int = 3  # shorter candidates are fragments; their hits stay unassigned
     min_mask_prob: float = 0.0  # tracks with a less sure mask are dropped (0: none; see docs/trackml.md)
     fit_max_hits: int = 4  # tracks this short must fit a helix through the beam line (chosen on val)
@@ -87,9 +89,9 @@ EARLIER_DEFAULTS = {"mlp_ratio": 4.0, "configs_version": 1}
 
 # The settings that `Reconstruction` takes under the same name.
 RECONSTRUCTION_FIELDS = ("track_threshold", "seed_threshold", "one_hit_per_module", "join_max_hits",
-                         "join_xy", "join_z", "min_mask_prob", "fit_max_hits", "fit_max_xy", "fit_max_z",
-                         "rank_fit_xy", "rank_fit_z", "refine_max_removed", "refine_xy", "refine_z",
-                         "recover_xy", "recover_z")  # fmt: skip
+                         "join_xy", "join_z", "extend_xy", "extend_z", "min_mask_prob", "fit_max_hits",
+                         "fit_max_xy", "fit_max_z", "rank_fit_xy", "rank_fit_z", "refine_max_removed",
+                         "refine_xy", "refine_z", "recover_xy", "recover_z")  # fmt: skip
 
 QUICK = DemoSettings()
 # --long's validity threshold and fit cut were chosen on a tuning sample of 100 more events (docs/trackml.md)

@@ -3,7 +3,9 @@
 The tracker proposes one candidate per kept hit, with a validity probability and a mask over the hits;
 a mask keeps at most one hit per detector module (``one_hit_per_module``). Candidates are ordered
 (``ranking_score``), duplicates suppressed on their hit sets (``suppress_duplicates``), hits assigned
-to the kept candidate that claims them most strongly (``assign_hits``), and the tracks checked against
+to the kept candidate that claims them most strongly (``assign_hits``), pieces of one particle joined
+(``join_fragments``) and hits no track holds added to the tracks they extend (``extend_tracks``), both
+by helix fits, and the tracks checked against
 a helix through the beam line: short ones that fit none are dropped (``drop_unfit_tracks``), longer
 ones may lose a few stray hits (``refine_tracks``), and candidates left unused make tracks of the hits
 left over (``recover_tracks``).
@@ -170,6 +172,63 @@ def join_fragments(
             out[members[j]] = pieces[i]
             used[i] = used[j] = True
     return out
+
+
+def extend_tracks(
+    owner: np.ndarray,
+    xyz: np.ndarray,
+    module: np.ndarray,
+    max_xy: float,
+    max_z: float,
+    max_dphi: float = 0.02,
+    min_size: int = 2,
+) -> np.ndarray:
+    """``owner`` (N,) with unassigned hits added to the tracks they extend along a helix.
+
+    A jet core's masks can leave single hits of a particle on no track (a piece of one hit, which
+    ``join_fragments`` cannot pair). Each unassigned hit within ``max_dphi`` radians of a track's mean
+    phi, on a module the track does not cross yet, is a candidate for that track (of at least
+    ``min_size`` hits) when the track's hits and it fit a helix through the beam line
+    (``set_helix_residuals`` below ``max_xy`` and ``max_z`` mm). The best fits are taken first, each hit
+    once and each track at most one hit per round, until a round adds none.
+    """
+    out = owner.copy()
+    phi = np.arctan2(xyz[:, 1], xyz[:, 0])
+    while True:
+        tracks, size = np.unique(out[out >= 0], return_counts=True)
+        members = [np.flatnonzero(out == t) for t in tracks[size >= min_size]]
+        free = np.flatnonzero(out < 0)
+        if not members or not len(free):
+            return out
+        mean = np.array([np.angle(np.exp(1j * phi[m]).sum()) for m in members])
+        order = np.argsort(mean)
+        wrapped = np.concatenate([mean[order] - 2 * np.pi, mean[order], mean[order] + 2 * np.pi])
+        lo = np.searchsorted(wrapped, phi[free] - max_dphi)
+        hi = np.searchsorted(wrapped, phi[free] + max_dphi)
+        crossed = [set(module[m].tolist()) for m in members]
+        pairs = [
+            (h, t)
+            for h, a, b in zip(free, lo, hi, strict=True)
+            for t in order[np.arange(a, b) % len(members)]
+            if module[h] not in crossed[t]
+        ]
+        if not pairs:
+            return out
+        sets = [np.append(members[t], h) for h, t in pairs]
+        row = torch.from_numpy(np.repeat(np.arange(len(sets)), [len(m) for m in sets]))
+        xy, z = set_helix_residuals(row, torch.from_numpy(np.concatenate(sets)), len(sets), xyz)
+        misfit = torch.maximum(xy / max_xy, z / max_z).numpy()
+        taken, grown = set(), set()
+        for k in np.argsort(misfit):
+            h, t = pairs[k]
+            if misfit[k] >= 1.0:
+                break
+            if h not in taken and t not in grown:
+                out[h] = out[members[t][0]]
+                taken.add(h)
+                grown.add(t)
+        if not taken:
+            return out
 
 
 def ranking_score(

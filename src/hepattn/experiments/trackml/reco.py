@@ -18,6 +18,7 @@ from hepattn.experiments.trackml.dataset import load_event, model_inputs, save_e
 from hepattn.experiments.trackml.postprocess import (
     assign_hits,
     drop_unfit_tracks,
+    extend_tracks,
     join_fragments,
     one_hit_per_module,
     ranking_score,
@@ -111,6 +112,9 @@ class Reconstruction:
             are dropped; 0: no joining.
         join_xy: largest x-y residual (mm) of a joined track.
         join_z: largest z residual (mm) of a joined track.
+        extend_xy: unassigned hits are added to the tracks they extend along a helix within this x-y
+            residual (mm) and ``extend_z`` (``postprocess.extend_tracks``), after the joining; 0: none.
+        extend_z: the z residual (mm) of an extended track.
         min_hits: a track that ends up with fewer hits is dropped and its hits left unassigned (targets
             have at least 3 hits; a one- or two-hit "track" is a fragment, not a track candidate).
         min_mask_prob: so is a track whose mean mask probability over its hits is lower.
@@ -149,6 +153,8 @@ class Reconstruction:
     join_max_hits: int = 0
     join_xy: float = 0.5
     join_z: float = 1.0
+    extend_xy: float = 0.0
+    extend_z: float = 0.6
     min_hits: int = 1
     min_mask_prob: float = 0.0
     fit_max_hits: int = 0
@@ -211,12 +217,14 @@ class Reconstruction:
             self.rank_fit_xy, self.rank_fit_z,
         )  # fmt: skip
         keep = suppress_duplicates(score, mask, self.max_overlap)
-        join = self.join_max_hits > 0 and "hit_module" in kept
-        owner = assign_hits(logit, keep, 1 if join else self.min_hits, self.min_mask_prob)
-        if join:
-            owner = join_fragments(
-                owner, xyz, kept["hit_module"], self.join_max_hits, self.join_xy, self.join_z
-            )
+        mend = (self.join_max_hits > 0 or self.extend_xy > 0) and "hit_module" in kept
+        owner = assign_hits(logit, keep, 1 if mend else self.min_hits, self.min_mask_prob)
+        if mend:  # pieces of particles first, then the short tracks are dropped
+            module = kept["hit_module"]
+            if self.join_max_hits:
+                owner = join_fragments(owner, xyz, module, self.join_max_hits, self.join_xy, self.join_z)
+            if self.extend_xy:
+                owner = extend_tracks(owner, xyz, module, self.extend_xy, self.extend_z)
             size = np.bincount(owner[owner >= 0], minlength=logit.shape[0])
             owner = np.where((owner >= 0) & (size[owner.clip(0)] >= self.min_hits), owner, -1)
         if self.fit_max_hits:
