@@ -138,40 +138,62 @@ def join_fragments(
     pieces = tracks[size <= max_hits]
     if len(pieces) < 2:
         return owner
-    on = np.isin(owner, pieces)
-    hit = np.flatnonzero(on)
+    hit = np.flatnonzero(np.isin(owner, pieces))
+    hit = hit[np.argsort(owner[hit], kind="stable")]  # grouped by piece
     piece = np.searchsorted(pieces, owner[hit])
+    count = np.bincount(piece, minlength=len(pieces))
+    start = np.cumsum(count) - count
     phi = np.arctan2(xyz[hit, 1], xyz[hit, 0])
     mean = np.arctan2(np.bincount(piece, np.sin(phi)), np.bincount(piece, np.cos(phi)))
-    order = np.argsort(mean)
-    pairs = []  # neighbours in phi (wrapping at pi) within max_dphi
-    for step in range(1, len(pieces)):
-        a, b = order, np.roll(order, -step)
-        close = np.abs(np.angle(np.exp(1j * (mean[b] - mean[a])))) < max_dphi
-        if not close.any() or step >= len(pieces) // 2 + 1:
-            break
-        pairs.append(np.stack([a[close], b[close]], 1))
-    if not pairs:
+    i, j = neighbours_in_phi(mean, mean, max_dphi)
+    i, j = i[i < j], j[i < j]
+    # no common module: no hit of j on a module of i
+    keys = piece * (int(module.max()) + 1) + module[hit]
+    rows, members = member_rows(j, count, start)
+    shared = np.isin(i[rows] * (int(module.max()) + 1) + module[hit[members]], keys)
+    apart = np.bincount(rows[shared], minlength=len(i)) == 0
+    i, j = i[apart], j[apart]
+    if not len(i):
         return owner
-    pairs = np.unique(np.sort(np.concatenate(pairs), 1), axis=0)
-    members = [hit[piece == i] for i in range(len(pieces))]
-    shared = np.array([np.intersect1d(module[members[i]], module[members[j]]).size > 0 for i, j in pairs])
-    pairs = pairs[~shared]
-    if not len(pairs):
-        return owner
-    sets = [np.concatenate([members[i], members[j]]) for i, j in pairs]
-    row = torch.from_numpy(np.repeat(np.arange(len(sets)), [len(h) for h in sets]))
-    xy, z = set_helix_residuals(row, torch.from_numpy(np.concatenate(sets)), len(sets), xyz)
+    rows_i, members_i = member_rows(i, count, start)
+    rows_j, members_j = member_rows(j, count, start)
+    row = torch.from_numpy(np.concatenate([rows_i, rows_j]))
+    xy, z = set_helix_residuals(
+        row, torch.from_numpy(hit[np.concatenate([members_i, members_j])]), len(i), xyz
+    )
     misfit = torch.maximum(xy / max_xy, z / max_z).numpy()
     out, used = owner.copy(), np.zeros(len(pieces), dtype=bool)
     for k in np.argsort(misfit):
-        i, j = pairs[k]
         if misfit[k] >= 1.0:
             break
-        if not (used[i] or used[j]):
-            out[members[j]] = pieces[i]
-            used[i] = used[j] = True
+        if not (used[i[k]] or used[j[k]]):
+            out[hit[start[j[k]] : start[j[k]] + count[j[k]]]] = pieces[i[k]]
+            used[i[k]] = used[j[k]] = True
     return out
+
+
+def neighbours_in_phi(a: np.ndarray, b: np.ndarray, max_dphi: float) -> tuple[np.ndarray, np.ndarray]:
+    """All pairs (i, j) with angles ``a[i]`` and ``b[j]`` within ``max_dphi`` (wrapping at pi)."""
+    order = np.argsort(b)
+    wrapped = np.concatenate([b[order] - 2 * np.pi, b[order], b[order] + 2 * np.pi])
+    lo = np.searchsorted(wrapped, a - max_dphi)
+    hi = np.searchsorted(wrapped, a + max_dphi)
+    count = hi - lo
+    first = np.cumsum(count) - count
+    i = np.repeat(np.arange(len(a)), count)
+    j = order[(np.repeat(lo, count) + np.arange(count.sum()) - np.repeat(first, count)) % max(len(b), 1)]
+    return i, j
+
+
+def member_rows(groups: np.ndarray, count: np.ndarray, start: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each entry k of ``groups``, its members' positions (``start`` .. + ``count`` of its group).
+
+    Returns (row, position): row k repeated once per member of group ``groups[k]``.
+    """
+    n = count[groups]
+    row = np.repeat(np.arange(len(groups)), n)
+    first = np.cumsum(n) - n
+    return row, np.repeat(start[groups], n) + np.arange(n.sum()) - np.repeat(first, n)
 
 
 def extend_tracks(
@@ -194,39 +216,35 @@ def extend_tracks(
     """
     out = owner.copy()
     phi = np.arctan2(xyz[:, 1], xyz[:, 0])
+    width = int(module.max()) + 1
     while True:
-        tracks, size = np.unique(out[out >= 0], return_counts=True)
-        members = [np.flatnonzero(out == t) for t in tracks[size >= min_size]]
+        hit = np.flatnonzero(out >= 0)
+        hit = hit[np.argsort(out[hit], kind="stable")]  # grouped by track
+        tracks, track, count = np.unique(out[hit], return_inverse=True, return_counts=True)
+        start = np.cumsum(count) - count
         free = np.flatnonzero(out < 0)
-        if not members or not len(free):
+        if not len(tracks) or not len(free):
             return out
-        mean = np.array([np.angle(np.exp(1j * phi[m]).sum()) for m in members])
-        order = np.argsort(mean)
-        wrapped = np.concatenate([mean[order] - 2 * np.pi, mean[order], mean[order] + 2 * np.pi])
-        lo = np.searchsorted(wrapped, phi[free] - max_dphi)
-        hi = np.searchsorted(wrapped, phi[free] + max_dphi)
-        crossed = [set(module[m].tolist()) for m in members]
-        pairs = [
-            (h, t)
-            for h, a, b in zip(free, lo, hi, strict=True)
-            for t in order[np.arange(a, b) % len(members)]
-            if module[h] not in crossed[t]
-        ]
-        if not pairs:
+        mean = np.arctan2(np.bincount(track, np.sin(phi[hit])), np.bincount(track, np.cos(phi[hit])))
+        h, t = neighbours_in_phi(phi[free], mean, max_dphi)
+        h = free[h]
+        crossed = np.isin(t * width + module[h], track * width + module[hit])
+        h, t = h[(count[t] >= min_size) & ~crossed], t[(count[t] >= min_size) & ~crossed]
+        if not len(h):
             return out
-        sets = [np.append(members[t], h) for h, t in pairs]
-        row = torch.from_numpy(np.repeat(np.arange(len(sets)), [len(m) for m in sets]))
-        xy, z = set_helix_residuals(row, torch.from_numpy(np.concatenate(sets)), len(sets), xyz)
+        rows, members = member_rows(t, count, start)
+        row = torch.from_numpy(np.concatenate([rows, np.arange(len(h))]))
+        sets = torch.from_numpy(np.concatenate([hit[members], h]))
+        xy, z = set_helix_residuals(row, sets, len(h), xyz)
         misfit = torch.maximum(xy / max_xy, z / max_z).numpy()
         taken, grown = set(), set()
         for k in np.argsort(misfit):
-            h, t = pairs[k]
             if misfit[k] >= 1.0:
                 break
-            if h not in taken and t not in grown:
-                out[h] = out[members[t][0]]
-                taken.add(h)
-                grown.add(t)
+            if h[k] not in taken and t[k] not in grown:
+                out[h[k]] = tracks[t[k]]
+                taken.add(h[k])
+                grown.add(t[k])
         if not taken:
             return out
 
