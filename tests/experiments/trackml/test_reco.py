@@ -9,11 +9,10 @@ import torch
 
 from hepattn.experiments.trackml.evaluate import evaluate
 from hepattn.experiments.trackml.helix import helix_fit, helix_residuals, mask_helix_residuals
+from hepattn.experiments.trackml.mend import extend_tracks, join_fragments
 from hepattn.experiments.trackml.postprocess import (
     assign_hits,
     drop_unfit_tracks,
-    extend_tracks,
-    join_fragments,
     one_hit_per_module,
     ranking_score,
     recover_tracks,

@@ -15,11 +15,10 @@ from tqdm import tqdm
 
 from hepattn.data.batch import collate
 from hepattn.experiments.trackml.dataset import load_event, model_inputs, save_event
+from hepattn.experiments.trackml.mend import extend_tracks, join_fragments
 from hepattn.experiments.trackml.postprocess import (
     assign_hits,
     drop_unfit_tracks,
-    extend_tracks,
-    join_fragments,
     one_hit_per_module,
     ranking_score,
     recover_tracks,
@@ -108,12 +107,12 @@ class Reconstruction:
             are taken as they are).
         join_max_hits: two tracks of at most this many hits, on no common module, that together fit a
             helix through the beam line within ``join_xy`` and ``join_z`` mm become one
-            (``postprocess.join_fragments``: pieces of one particle in a jet core), before short tracks
+            (``mend.join_fragments``: pieces of one particle in a jet core), before short tracks
             are dropped; 0: no joining.
         join_xy: largest x-y residual (mm) of a joined track.
         join_z: largest z residual (mm) of a joined track.
         extend_xy: unassigned hits are added to the tracks they extend along a helix within this x-y
-            residual (mm) and ``extend_z`` (``postprocess.extend_tracks``), after the joining; 0: none.
+            residual (mm) and ``extend_z`` (``mend.extend_tracks``), after the joining; 0: none.
         extend_z: the z residual (mm) of an extended track.
         min_hits: a track that ends up with fewer hits is dropped and its hits left unassigned (targets
             have at least 3 hits; a one- or two-hit "track" is a fragment, not a track candidate).
