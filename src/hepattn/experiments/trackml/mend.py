@@ -57,9 +57,9 @@ def join_fragments(
     i, j = neighbours_in_phi(mean, mean, max_dphi)
     i, j = i[i < j], j[i < j]
     # no common module: no hit of j on a module of i
-    keys = piece * (int(module.max()) + 1) + module[hit]
+    width = int(module.max()) + 1
     rows, members = member_rows(j, count, start)
-    shared = np.isin(i[rows] * (int(module.max()) + 1) + module[hit[members]], keys)
+    shared = np.isin(i[rows] * width + module[hit[members]], piece * width + module[hit])
     apart = np.bincount(rows[shared], minlength=len(i)) == 0
     i, j = i[apart], j[apart]
     if not len(i):
@@ -138,7 +138,8 @@ def extend_tracks(
         h, t = neighbours_in_phi(phi[free], mean, max_dphi)
         h = free[h]
         crossed = np.isin(t * width + module[h], track * width + module[hit])
-        h, t = h[(count[t] >= min_size) & ~crossed], t[(count[t] >= min_size) & ~crossed]
+        usable = (count[t] >= min_size) & ~crossed
+        h, t = h[usable], t[usable]
         if not len(h):
             return out
         rows, members = member_rows(t, count, start)
