@@ -1,10 +1,12 @@
 """How long the exact matcher takes per training step while the shipped tracker learns.
 
-Trains `configs/trackml/tracking.yaml` with its 2,000 queries but 2 + 2 layers (the bench's "reduced"
-depth) on the bench's synthetic events (N hits, T = N / 7.7 helices of 7 hits, the rest noise), one
-event per step, cycling over a few events, and records for every step the time of the criterion's
-matcher call (every layer's costs stacked, solved exactly in host threads) and of the whole step.
-An untrained model's costs are the solver's slowest case; this shows how that changes as it learns.
+Trains `configs/trackml/tracking.yaml` with one-to-one Hungarian matching (`variants/hungarian.yaml`;
+the shipped recipe assigns each query to its seed's owner and matches nothing) and its 2,000 queries but
+2 + 2 layers (the bench's "reduced" depth) on the bench's synthetic events (N hits, T = N / 7.7 helices
+of 7 hits, the rest noise), one event per step, cycling over a few events, and records for every step
+the time of the criterion's matcher call (every layer's costs stacked, solved exactly in host threads)
+and of the whole step. An untrained model's costs are the solver's slowest case; this shows how that
+changes as it learns.
 
     python bench/matcher_training.py --hits 10000 --steps 180 --out matcher_training.json \
         --plot matcher_training.png
@@ -46,7 +48,7 @@ def train(hits: int, steps: int, events: int, solver: str, sinkhorn_iters: int, 
         f"--model.criterion.init_args.matcher.init_args.solver={solver}",
         f"--model.criterion.init_args.matcher.init_args.sinkhorn_iters={sinkhorn_iters}",
     ]
-    cli = build([CONFIGS / "tracking.yaml"], args)
+    cli = build([CONFIGS / "tracking.yaml", CONFIGS / "variants" / "hungarian.yaml"], args)
     module, clip = cli.model, cli.trainer.gradient_clip_val
     net, criterion = module.model.train(), module.criterion
     optimizers = module.configure_optimizers()

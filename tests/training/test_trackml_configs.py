@@ -33,6 +33,7 @@ def prepared(tmp_path_factory) -> Path:
         (["filter.yaml"], CPU + TORCH_KERNEL),
         (["tracking.yaml"], CPU + TORCH_KERNEL),
         (["tracking.yaml", "variants/pt0.6.yaml"], CPU + TORCH_KERNEL),
+        (["tracking.yaml", "variants/hungarian.yaml"], CPU + TORCH_KERNEL),
     ],
     ids=lambda v: "+".join(v) if isinstance(v, list) and v and v[0].endswith("yaml") else None,
 )

@@ -116,9 +116,13 @@ def synthetic_event(n_hits: int, n_targets: int, seed: int = 0) -> dict[str, np.
     return event
 
 
-def make_batch(event: dict[str, np.ndarray], device: torch.device) -> dict:
-    """One event through the training data path (cuts at pT > 1 GeV, scaling, collate) on ``device``."""
-    inputs = to_model_inputs(event, TargetCuts(min_pt=1.0))
+def make_batch(event: dict[str, np.ndarray], device: torch.device, seed_weight_cap: float = 10.0) -> dict:
+    """One event through the training data path (cuts at pT > 1 GeV, scaling, collate) on ``device``.
+
+    With ``hit_seed_weight`` as ``tracking.yaml``'s data give it (``seed_weight_cap``), for the tracker's
+    pT-weighted sampling of training seeds; a model that reads no weights ignores it.
+    """
+    inputs = to_model_inputs(event, TargetCuts(min_pt=1.0), seed_weight_cap=seed_weight_cap)
     return {k: v.to(device) for k, v in collate([inputs]).items()}
 
 

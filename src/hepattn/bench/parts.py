@@ -8,10 +8,11 @@
   object heads are not included.
 - model: ``MaskFormer.forward`` of the tracker at inference (``aux_heads=False``), everything from the hit
   fields to the last layer's heads.
-- train: one training step: forward, ``SetCriterion`` (costs, matching of every layer, losses),
+- train: one training step: forward, the config's criterion (for the shipped tracker each query goes to
+  its seed's owner; with ``variants/hungarian.yaml`` costs and matching of every layer), the losses,
   backward, gradient clipping as the config's trainer does, and the optimizer step.
-- matcher: the matcher alone on the summed costs of every decoder layer, stacked (L B, Q, T) as the
-  criterion hands them over once per training step, host copy included; one row per assignment solver,
+- matcher: the Hungarian matcher alone on the summed costs of every decoder layer, stacked (L B, Q, T) as a
+  ``SetCriterion`` hands them over once per training step, host copy included; one row per assignment solver,
   named in the kernel column ("scipy+sinkhorn": SciPy with the Sinkhorn warm start, CUDA only).
 - filter: ``MaskFormer.forward`` of the hit filter (filter.yaml), inference.
 """
@@ -23,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from hepattn.bench.cases import Case
+from hepattn.models.criterion import SetCriterion
 from hepattn.models.matcher import SOLVERS, HungarianMatcher, lap
 
 PARTS = ("encoder", "decoder", "model", "train", "matcher", "filter")
@@ -134,11 +136,18 @@ class _Recorder(nn.Module):
 
 
 def matcher_inputs(case: Case, ctx) -> tuple[Tensor, Tensor | None, Tensor]:
-    """The (cost, query_valid, target_valid) the criterion gives its matcher: every layer, stacked."""
+    """The (cost, query_valid, target_valid) the set criterion gives its matcher: every layer, stacked.
+
+    The forward runs in training mode, with the queries a training step has (sampled seeds, not one per
+    hit). The shipped tracker assigns each query to its seed's owner and matches nothing; its outputs go
+    through a ``SetCriterion`` with one-to-one Hungarian matching (``variants/hungarian.yaml``) instead.
+    """
     module, batch = case.module, case.batch
-    criterion, net = module.criterion, module.model.eval()
+    criterion, net = module.criterion, module.model.train()
     if net.decoder is None:
         raise Skip("the model has no decoder, nothing to match")
+    if not isinstance(criterion, SetCriterion):
+        criterion = SetCriterion(HungarianMatcher(), criterion.target_object)
     recorder = _Recorder(criterion.matcher)
     criterion.matcher = recorder
     try:
@@ -146,6 +155,7 @@ def matcher_inputs(case: Case, ctx) -> tuple[Tensor, Tensor | None, Tensor]:
             criterion(net(batch), batch, net.tasks)
     finally:
         criterion.matcher = recorder.inner
+        net.eval()
     return recorder.calls[-1]
 
 
