@@ -3,8 +3,8 @@
 # layers, 2,000 sampled seed queries) on simulated pile-up-200 ttbar events, logging the loss and the
 # validation efficiency as it trains; docs/trackml.md ("The published-scale recipe on a CPU") has the
 # figures of the run of 2026-12-07 and what a GPU run needs.
-#   OUT=/tmp/full TRACKER_STEPS=160 bash bench/full_scale_cpu.sh      # about 2 hours on 2 cores
-# Stages (each skipped when its output exists, so a rerun goes on where it stopped):
+#   OUT=/tmp/full bash bench/full_scale_cpu.sh      # about 90 minutes on 2 cores (200 tracker steps)
+# Stages (1 and 2 are skipped when their output exists):
 #   1. simulate 60 events (54 train, 4 val, 2 test) and prepare the pixel volumes 7, 8, 9 (57k hits each);
 #   2. an ideal filter stands in for a trained one: filter.yaml takes 90 s per step here (57k hits through
 #      8 layers of width 256, 21 GB), and filter_small.yaml learned nothing at pile-up 200 in 160-250
@@ -13,7 +13,9 @@
 #      carries no information, and no truth);
 #   3. tracking.yaml for TRACKER_STEPS steps, validated every VAL_EVERY steps on 2 events (one query per
 #      kept hit there: the DM efficiency of the raw masks, before any post-processing), then
-#      bench/full_scale_curves.py draws the loss and the efficiency against the step.
+#      bench/full_scale_curves.py draws the loss and the efficiency against the step;
+#   4. the tracker of tracker/.../last.ckpt (ModelCheckpoint rewrites it with each better val_loss) on the
+#      test events with the demo's post-processing: evaluation.json, predictions.h5, plots/.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 repo=$PWD
@@ -61,7 +63,7 @@ for split in ("train", "val", "test"):
 EOF
 fi
 
-steps=${TRACKER_STEPS:-160}
+steps=${TRACKER_STEPS:-200}
 hepattn fit --config "$configs/tracking.yaml" \
     --model.model.init_args.encoder.init_args.kernel=torch \
     --data.init_args.train_dir=filtered/train --data.init_args.val_dir=filtered/val \
@@ -77,6 +79,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from hepattn.experiments.trackml.demo import QUICK, config, last_checkpoint, load, reconstruction_settings
@@ -91,7 +94,8 @@ reco = Reconstruction(filter=None, tracker=tracker, **reconstruction_settings(QU
 events = []
 for path in tqdm(sorted(Path("filtered/test").glob("event*.npz")), desc="reconstruct test"):
     kept, full = load_event(path), load_event(Path("prepared/test") / path.name)
-    owner, tracks = reco.tracks(kept)
+    with torch.no_grad():
+        owner, tracks = reco.tracks(kept)  # the tracker alone: the ideal filter's hits are its input
     hit_track = np.full(len(full["hit_x"]), -1, np.int64)
     hit_track[kept["hit_index"]] = owner
     prob = np.zeros(len(hit_track), np.float32)

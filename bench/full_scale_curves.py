@@ -18,6 +18,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 VAL_RATES = ("dm_efficiency", "perfect_efficiency", "lhc_efficiency")
+PRINTED = (*VAL_RATES, "fake_rate", "duplicate_rate")  # of the raw masks: one query per hit, no clean-up
 
 
 def read_log(root: Path) -> list[dict[str, float]]:
@@ -40,9 +41,9 @@ def main() -> None:
     args = parser.parse_args()
     rows = read_log(args.root)
     val_steps, val_loss = series(rows, "val_loss")
-    rates = {name: series(rows, f"val/{name}")[1] for name in VAL_RATES}
+    rates = {name: series(rows, f"val/{name}")[1] for name in PRINTED}
     for i, step in enumerate(val_steps):
-        found = ", ".join(f"{n} {rates[n][i]:.3f}" for n in VAL_RATES if i < len(rates[n]))
+        found = ", ".join(f"{n} {rates[n][i]:.3f}" for n in PRINTED if i < len(rates[n]))
         print(f"step {int(step) + 1}: val_loss {val_loss[i]:.4f}, {found}")
 
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 7), sharex=True)
@@ -55,13 +56,13 @@ def main() -> None:
     top.plot(val_steps + 1, val_loss, "o-", label="validation loss")
     top.set_ylabel("loss")
     top.legend()
-    for name, values in rates.items():
-        if len(values):
+    for name in VAL_RATES:
+        if len(values := rates[name]):
             bottom.plot(val_steps[: len(values)] + 1, values, "o-", label=name.replace("_", " "))
     bottom.set_ylabel("validation efficiency (raw masks)")
     bottom.set_xlabel("optimizer step")
     bottom.set_ylim(0, 1)
-    if any(len(values) for values in rates.values()):
+    if any(len(rates[name]) for name in VAL_RATES):
         bottom.legend()
     fig.tight_layout()
     fig.savefig(args.out, dpi=120)
