@@ -14,7 +14,7 @@
 #   3. tracking.yaml for TRACKER_STEPS steps, validated every VAL_EVERY steps on 2 events (one query per
 #      kept hit there: the DM efficiency of the raw masks, before any post-processing), then
 #      bench/full_scale_curves.py draws the loss and the efficiency against the step;
-#   4. the tracker of tracker/.../last.ckpt (ModelCheckpoint rewrites it with each better val_loss) on the
+#   4. the tracker of tracker/.../last.ckpt (the newest state) on the
 #      test events with the demo's post-processing: evaluation.json, predictions.h5, plots/.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."

@@ -12,7 +12,7 @@ CONFIG = Path(hepattn.__file__).parent / "configs" / "toy" / "circles_two_types.
 
 def test_fit_then_test_finds_circles_over_both_detector_types(tmp_path):
     """On the test split (events never trained on) the masks over inner and outer points together reach
-    a double-majority efficiency of at least 90% at under 10% fakes (1,200 steps, ~3 minutes on 2 cores).
+    a double-majority efficiency of at least 90% at under 10% fakes (2,000 steps, ~3 minutes on 2 cores).
     """
     common = [f"--config={CONFIG}", "--trainer.accelerator=cpu", "--trainer.enable_progress_bar=false"]
     common += ["--trainer.logger=lightning.pytorch.loggers.CSVLogger"]
