@@ -21,6 +21,7 @@ from hepattn.data.batch import collate
 from hepattn.data.kinematics import conformal, helix_radius
 from hepattn.experiments.trackml.dataset import TargetCuts, to_model_inputs
 from hepattn.models.attention import CAPABILITIES
+from hepattn.models.decoder import SampledQueries
 from hepattn.training.cli import build
 from hepattn.training.module import MaskFormerModule
 
@@ -149,6 +150,14 @@ class Case:
     def num_queries(self) -> int | None:
         model = self.module.model
         return None if model.queries is None else num_queries(model, self.n_hits)
+
+    @property
+    def training_queries(self) -> int | None:
+        """Queries of a training step: ``SampledQueries`` draw up to ``num_queries`` seeds, not one a hit."""
+        queries = self.module.model.queries
+        if isinstance(queries, SampledQueries):
+            return min(queries.num_queries, self.n_hits)
+        return self.num_queries
 
 
 def make_case(model: str, kernel: str, n_hits: int, size: str, device: torch.device, seed: int = 0) -> Case:

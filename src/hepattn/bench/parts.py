@@ -21,9 +21,10 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 
 import torch
+import yaml
 from torch import Tensor, nn
 
-from hepattn.bench.cases import Case
+from hepattn.bench.cases import CONFIGS, Case
 from hepattn.models.criterion import SetCriterion
 from hepattn.models.matcher import SOLVERS, HungarianMatcher, lap
 
@@ -135,6 +136,13 @@ class _Recorder(nn.Module):
         return self.inner(cost, query_valid, target_valid)
 
 
+def hungarian_criterion() -> SetCriterion:
+    """The ``SetCriterion`` of ``variants/hungarian.yaml`` (its target object, its seed cost)."""
+    variant = yaml.safe_load((CONFIGS / "variants" / "hungarian.yaml").read_text())
+    args = variant["model"]["criterion"]["init_args"]
+    return SetCriterion(HungarianMatcher(), args["target_object"], seed_cost=args["seed_cost"])
+
+
 def matcher_inputs(case: Case, ctx) -> tuple[Tensor, Tensor | None, Tensor]:
     """The (cost, query_valid, target_valid) the set criterion gives its matcher: every layer, stacked.
 
@@ -147,7 +155,7 @@ def matcher_inputs(case: Case, ctx) -> tuple[Tensor, Tensor | None, Tensor]:
     if net.decoder is None:
         raise Skip("the model has no decoder, nothing to match")
     if not isinstance(criterion, SetCriterion):
-        criterion = SetCriterion(HungarianMatcher(), criterion.target_object)
+        criterion = hungarian_criterion()
     recorder = _Recorder(criterion.matcher)
     criterion.matcher = recorder
     try:

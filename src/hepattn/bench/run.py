@@ -232,7 +232,8 @@ class Runner:
     def _key(self, n: int, kernel: str, mode: str, precision: str, compile: str, case: Case) -> dict:
         key = {"hits": n, "kernel": kernel, "mode": mode, "precision": precision}
         key |= {"compile": compile, "model_size": self.s.size}
-        return key | {"queries": case.num_queries, "targets": case.num_targets}
+        queries = case.training_queries if mode in ("train", "matcher") else case.num_queries
+        return key | {"queries": queries, "targets": case.num_targets}
 
     def run(self) -> dict:
         if self.s.threads:
