@@ -35,7 +35,7 @@ SINCE = {
         "{input_name: hit, fields: [x, y, z, r, eta, phi, u, v, ncells, charge, extent_u, extent_v], "
         "dim: 48, fourier_fields: {phi: 6.283185307179586, eta: 8.0}}}]"
     ],
-    "trackml/tracking_small.yaml": [  # geometric Fourier frequencies since 2026-12-03
+    "trackml/tracking_small.yaml": [  # geometric Fourier frequencies since 2026-12-03, eta_pv since 12-07
         "--model.model.init_args.input_nets=[{class_path: hepattn.models.embed.InputNet, init_args: "
         "{input_name: hit, fields: [x, y, z, r, eta, phi, u, v, filter_prob], dim: 64, "
         "fourier_fields: {phi: 6.283185307179586, eta: 8.0}, num_frequencies: 8, spacing: linear}}]"

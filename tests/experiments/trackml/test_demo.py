@@ -219,7 +219,10 @@ def test_a_folder_from_before_a_training_field_existed_holds_its_earlier_default
 def test_a_folder_of_models_from_older_configs_is_refused(tmp_path):
     held = {key: getattr(DemoSettings(), key) for key in TRAINING_FIELDS if key != "configs_version"}
     (tmp_path / "settings.json").write_text(json.dumps(held))  # made before the filter knew has_cells
-    with pytest.raises(ValueError, match=r"configs_version 1 -> 2"):
+    with pytest.raises(ValueError, match=r"configs_version 1 -> 3"):
+        check_settings(tmp_path, DemoSettings())
+    (tmp_path / "settings.json").write_text(json.dumps(held | {"configs_version": 2}))  # before eta_pv
+    with pytest.raises(ValueError, match=r"configs_version 2 -> 3"):
         check_settings(tmp_path, DemoSettings())
 
 

@@ -20,7 +20,13 @@ from hepattn.experiments.trackml.postprocess import (
     suppress_duplicates,
 )
 from hepattn.experiments.trackml.predictions import read_predictions, write_predictions
-from hepattn.experiments.trackml.reco import TRACK_FIELDS, Reconstruction, phi_sectors, select_hits
+from hepattn.experiments.trackml.reco import (
+    TRACK_FIELDS,
+    Reconstruction,
+    phi_sectors,
+    select_hits,
+    weak_tracks,
+)
 from hepattn.experiments.trackml.submission import submission_rows
 from hepattn.metrics.reco import trackml_score
 
@@ -431,3 +437,48 @@ def test_a_seed_threshold_seeds_queries_on_the_sure_hits_only_and_changes_nothin
         np.testing.assert_array_equal(lowest.tracks(kept)[0], every.tracks(kept)[0])
     assert sorted(seeds) == list(np.flatnonzero(prob >= 0.5))  # one query per sure hit, none other
     assert owner.shape == prob.shape and (owner[prob < 0.5] >= 0).any()  # the others are still assigned
+
+
+def second_pass_hits() -> dict[str, np.ndarray]:
+    """15 hits: 0-4 on a helix through the beam line (pT 1.2 GeV), 5-7 another helix's first three,
+    8-9 anywhere, 10-14 scattered about (no helix)."""
+    rng = np.random.default_rng(5)
+    radius, angle = 2000.0, np.array([0.02, 0.04, 0.06, 0.08, 0.1])  # circle x^2 + y^2 = 2 R x
+    first = np.stack([radius * (1 - np.cos(angle)), radius * np.sin(angle), 0.5 * radius * angle], 1)
+    second = first[:3] * [1, -1, 2]
+    xyz = np.concatenate([first, second, rng.uniform(-100, 100, (7, 3))])
+    return {f"hit_{c}": xyz[:, i] for i, c in enumerate("xyz")} | {"hit_id": np.arange(15)}
+
+
+def test_weak_tracks_are_the_short_and_those_that_fit_no_helix():
+    kept = second_pass_hits()
+    xyz = np.stack([kept[f"hit_{c}"] for c in "xyz"], 1)
+    owner = np.array([0] * 5 + [1] * 3 + [-1] * 2 + [2] * 5)
+    assert weak_tracks(owner, xyz, 3, 3, 0.3, 0.6).tolist() == [False, True, True]
+    assert weak_tracks(owner, xyz, 3, 2, 0.0, 0.6).tolist() == [False, False, False]  # no fit asked
+    assert weak_tracks(owner, xyz, 4, 5, 0.3, 0.6).tolist() == [True, True, True, True]  # track 3 owns none
+
+
+class TwoPasses(Reconstruction):
+    """A tracker stand-in: the first pass finds tracks 0-4 (pT 10), 5-7 (20) and 10-14 (30), the
+    second pass one track (pT 40) of the first three hits it is given; records the hits of each pass."""
+
+    def tracks(self, kept):
+        self.seen = [*getattr(self, "seen", []), kept["hit_id"].tolist()]
+        if len(self.seen) == 1:
+            owner = np.array([0] * 5 + [1] * 3 + [-1] * 2 + [2] * 5)
+            return owner, {f: np.array([10.0, 20.0, 30.0], np.float32) for f in ("prob", *TRACK_FIELDS)}
+        owner = np.where(np.arange(len(kept["hit_id"])) < 3, 0, -1)
+        return owner, {f: np.array([40.0], np.float32) for f in ("prob", *TRACK_FIELDS)}
+
+
+def test_the_second_pass_redoes_the_free_hits_and_the_weak_tracks_and_keeps_the_strong():
+    kept = second_pass_hits()
+    reco = TwoPasses(None, None, min_hits=3, second_pass=True)
+    owner, tracks = reco.passes(kept)
+    assert reco.seen[1] == list(range(5, 15))  # the short track, the free hits and the one that fits no helix
+    assert owner.tolist() == [0] * 5 + [1] * 3 + [-1] * 7
+    assert tracks["pt"].tolist() == [10.0, 40.0]  # each track keeps its parameters
+    once = TwoPasses(None, None, min_hits=3)
+    np.testing.assert_array_equal(once.passes(kept)[0], [0] * 5 + [1] * 3 + [-1] * 2 + [2] * 5)
+    assert len(once.seen) == 1

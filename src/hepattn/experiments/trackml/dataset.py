@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import Dataset
 
 from hepattn.data import kinematics as kin
+from hepattn.experiments.trackml.beamline import with_vertex_eta
 
 HIT_FEATURES = ("x", "y", "z", "r", "phi", "eta", "theta", "u", "v")
 CELL_FEATURES = ("ncells", "charge", "extent_u", "extent_v")
@@ -24,7 +25,9 @@ CELL_FEATURES = ("ncells", "charge", "extent_u", "extent_v")
 # it works on events with and without cells (trained with ``cell_dropout``)
 CELL_FLAG = "has_cells"
 FILTER_FEATURES = ("filter_prob",)  # in events written by the hit filter (experiments.trackml.reco)
-KNOWN_FEATURES = HIT_FEATURES + CELL_FEATURES + (CELL_FLAG,) + FILTER_FEATURES
+# computed from the hits given to the model: pseudorapidity seen from the event's vertex (beamline.py)
+VERTEX_FEATURES = ("eta_pv",)
+KNOWN_FEATURES = HIT_FEATURES + CELL_FEATURES + (CELL_FLAG,) + FILTER_FEATURES + VERTEX_FEATURES
 PARTICLE_FIELDS = ("pt", "eta", "phi", "q", "vz", "nhits")
 
 # Named scalings that bring every feature to order one (lengths in m, conformal in 1/m ...).
@@ -196,9 +199,10 @@ def model_inputs(
     The hit fields are ``hit_fields`` (plus phi), or by default every known feature the event has; the
     model's input network reads the ones its config names. The cell features are always there, 0 with
     ``hit_has_cells`` 0 when the event has no cells (``with_cell_flag``): a model that reads cells but
-    not that flag must not be given such events (``submission.needs_cells``).
+    not that flag must not be given such events (``submission.needs_cells``). ``hit_eta_pv`` is
+    computed from the event's hits when it is not there (``beamline.with_vertex_eta``).
     """
-    event = with_cell_flag(event)
+    event = with_vertex_eta(with_cell_flag(event))
     if hit_fields is None:
         hit_fields = [f for f in KNOWN_FEATURES if f"hit_{f}" in event]
     fields = dict.fromkeys([*hit_fields, "phi"])  # phi is always there: the model sorts by it

@@ -77,8 +77,9 @@ class DemoSettings:
     processes: int = 2  # training processes (Lightning DDP on the CPU); each step sees one event per process
     mlp_ratio: float = 2.0  # feed-forward width over the model width, filter and tracker (the configs say 4)
     # Raised when the shipped configs the demo trains change (2: the filter learns events without cells,
-    # the tracker samples its training seeds by pT), so that a folder of older models is not mixed in.
-    configs_version: int = 2
+    # the tracker samples its training seeds by pT; 3: the tracker reads eta_pv), so that a folder of
+    # older models is not mixed in.
+    configs_version: int = 3
 
 
 # What the events and the models depend on; the other settings only change the reconstruction.

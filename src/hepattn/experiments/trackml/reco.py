@@ -14,7 +14,9 @@ import torch
 from tqdm import tqdm
 
 from hepattn.data.batch import collate
+from hepattn.experiments.trackml.beamline import with_vertex_eta
 from hepattn.experiments.trackml.dataset import load_event, model_inputs, save_event
+from hepattn.experiments.trackml.helix import set_helix_residuals
 from hepattn.experiments.trackml.mend import extend_tracks, join_fragments
 from hepattn.experiments.trackml.postprocess import (
     assign_hits,
@@ -132,6 +134,16 @@ class Reconstruction:
             hits when these fit a helix within this x-y residual (mm) and ``recover_z``
             (``recover_tracks``); 0: no recovery.
         recover_z: the z residual (mm) of that fit.
+        second_pass: the tracker runs once more on the hits that the first pass left on no track and on
+            those of its weak tracks (``weak_tracks``: at most ``second_pass_max_hits`` hits, or no helix
+            within ``second_pass_xy`` and ``second_pass_z``), which are replaced by what it finds; the
+            strong tracks stay. With fewer hits around them the masks of a jet core's particles merge
+            less, as in the iterative track finding of CMS (arXiv 1405.6569), which removes the hits of
+            the tracks it is sure of before the next iteration.
+        second_pass_max_hits: tracks of the first pass with at most this many hits are redone.
+        second_pass_xy: so are those that fit no helix within this x-y residual (mm) and
+            ``second_pass_z``; 0: no fit.
+        second_pass_z: the z residual (mm) of that fit.
         whole_hits: an event with more kept hits is reconstructed in sectors of phi of about
             ``sector_hits`` hits each (``phi_sectors``), so that memory and time grow linearly with the
             hits, not as their square; the demo's events (about 7,000 kept hits) are reconstructed whole.
@@ -166,6 +178,10 @@ class Reconstruction:
     refine_z: float = 2.0
     recover_xy: float = 0.0
     recover_z: float = 2.0
+    second_pass: bool = False
+    second_pass_max_hits: int = 3
+    second_pass_xy: float = 0.3
+    second_pass_z: float = 0.6
     whole_hits: int = 16_000
     sector_hits: int = 3_000
     sector_margin: float = 0.08
@@ -183,14 +199,15 @@ class Reconstruction:
             ``track_{pt,eta,phi,vz}`` (T,) for the T tracks that own at least one hit.
         """
         prob = filter_probability(self.filter, event)
-        kept = select_hits(event | {"hit_filter_prob": prob}, prob >= self.threshold)
+        # the vertex seen from the kept hits, as in the tracker's training; sectors and passes keep it
+        kept = with_vertex_eta(select_hits(event | {"hit_filter_prob": prob}, prob >= self.threshold))
         hit_track = np.full(len(prob), -1, dtype=np.int64)
         out = {"hit_filter_prob": prob.astype(np.float32), "hit_track": hit_track}
         if not len(kept["hit_index"]):
             return out | {f"track_{f}": np.zeros(0, np.float32) for f in ("prob", *TRACK_FIELDS)}
         sectors = phi_sectors(kept["hit_phi"], self.whole_hits, self.sector_hits, self.sector_margin)
         if len(sectors) == 1:
-            owner, tracks = self.tracks(kept)
+            owner, tracks = self.passes(kept)
         else:
             owner, tracks = self.sector_tracks(kept, sectors)
         hit_track[kept["hit_index"]] = owner
@@ -242,6 +259,28 @@ class Reconstruction:
             tracks[f] = preds["track_params"][f][0, used].cpu().numpy().astype(np.float32)
         return np.where(owner >= 0, remap[owner.clip(0)], -1), tracks
 
+    def passes(self, kept: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """``tracks``, then with ``second_pass`` once more on the free hits and those of weak tracks.
+
+        Returns the tracks of the first pass that are not weak, then those of the second, as ``tracks``.
+        """
+        owner, tracks = self.tracks(kept)
+        if not self.second_pass:
+            return owner, tracks
+        xyz = np.stack([kept[f"hit_{c}"] for c in "xyz"], 1).astype(np.float64)
+        cuts = (self.second_pass_max_hits, self.second_pass_xy, self.second_pass_z)
+        weak = weak_tracks(owner, xyz, len(tracks["prob"]), *cuts)
+        redo = np.flatnonzero(np.append(weak, True)[owner])  # free hits (-1) and those of weak tracks
+        if len(redo) < max(self.min_hits, 3):
+            return owner, tracks
+        local, more = self.tracks({k: (v[redo] if k.startswith("hit_") else v) for k, v in kept.items()})
+        strong = np.flatnonzero(~weak)
+        remap = np.full(len(weak), -1, dtype=np.int64)
+        remap[strong] = np.arange(len(strong))
+        owner = np.where(owner >= 0, remap[owner.clip(0)], -1)
+        owner[redo] = np.where(local >= 0, local + len(strong), -1)
+        return owner, {k: np.concatenate([v[strong], more[k]]) for k, v in tracks.items()}
+
     def tracker_inputs(self, kept: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
         """The tracker's batch of the kept hits; with ``seed_threshold`` also which hits may seed."""
         batch = _inputs(self.tracker, kept)
@@ -268,7 +307,7 @@ class Reconstruction:
         found: list[dict[str, np.ndarray]] = []
         for start, width, hits in sectors:
             part = {k: (v[hits] if k.startswith("hit_") else v) for k, v in kept.items()}
-            local, tracks = self.tracks(part)
+            local, tracks = self.passes(part)
             on = local >= 0
             phi, size = part["hit_phi"][on], len(tracks["prob"])
             mean_phi = np.arctan2(
@@ -282,6 +321,23 @@ class Reconstruction:
         keys = ("prob", *TRACK_FIELDS)
         empty = np.zeros(0, np.float32)
         return owner, {k: np.concatenate([f[k] for f in found]) if found else empty for k in keys}
+
+
+def weak_tracks(
+    owner: np.ndarray, xyz: np.ndarray, num: int, max_hits: int, max_xy: float, max_z: float
+) -> np.ndarray:
+    """(num,) which of the tracks 0..num-1 of ``owner`` (N,) hold at most ``max_hits`` hits or fit no helix.
+
+    A track fits when its hits lie within ``max_xy`` and ``max_z`` mm of a helix through the beam line
+    (``set_helix_residuals``; a particle's own hits do within a tenth of a millimetre above 2 GeV, a
+    track with another particle's hits mostly does not); ``max_xy`` 0: no fit.
+    """
+    on = np.flatnonzero(owner >= 0)
+    weak = np.bincount(owner[on], minlength=num) <= max_hits
+    if max_xy > 0 and len(on):
+        xy, z = set_helix_residuals(torch.from_numpy(owner[on]), torch.from_numpy(on), num, xyz)
+        weak |= (torch.maximum(xy / max_xy, z / max_z) >= 1.0).numpy()
+    return weak
 
 
 def phi_sectors(
