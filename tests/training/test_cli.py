@@ -105,3 +105,17 @@ def test_wrong_type_in_a_config_file_names_the_key(tmp_path, capsys):
     err = capsys.readouterr().err
     assert 'key "depth"' in err and "two" in err
     assert not (tmp_path / "lightning_logs").exists()
+
+
+def test_last_checkpoint_is_the_final_step_when_validation_does_not_improve(tmp_path):
+    """The shipped configs keep the newest state in last.ckpt, not the best: with a learning rate of 0
+    the validation loss never improves after the first check, and last.ckpt is still the last step."""
+    overrides = [
+        f"--trainer.default_root_dir={tmp_path}", "--trainer.max_steps=6", "--trainer.val_check_interval=2",
+        "--model.optimizer.init_args.lr=0.0", "--model.lr_scheduler.init_args.max_lr=0.0",
+    ]  # fmt: skip
+    tiny = [o for o in TINY if not o.startswith(("--trainer.max_steps", "--trainer.val_check"))]
+    overrides = tiny + overrides
+    assert main(["fit", "--config", str(CIRCLES), *overrides]) == 0
+    (last,) = tmp_path.rglob("last.ckpt")
+    assert load_checkpoint(last)["global_step"] == 6
