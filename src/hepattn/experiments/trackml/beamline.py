@@ -2,10 +2,10 @@
 
 A hit's pseudorapidity seen from the origin, asinh(z / r), changes along a particle's track by about
 0.05 (the collisions spread about 50 mm along the beam line), more than the angle between neighbouring
-particles in a jet core; seen from the particle's own vertex it stays within about 0.001 for a track
+particles in a jet core; seen from the particle's own vertex it changes by about 0.0005 for a track
 above 5 GeV. Before any track is found, the vertex of the hard scatter is the beam-line position that
 most triplets of hits on the three innermost pixel layers point to, as the fast primary-vertex finders of
-trigger systems estimate it from pixel hits alone: a pair close in phi (a stiff track, as the jets of
+trigger systems estimate it from pixel hits alone: a triplet close in phi (a stiff track, as the jets of
 the hard scatter give) points back along a straight line. Hits in mm.
 """
 
