@@ -32,8 +32,15 @@ from hepattn.training.module import MaskFormerModule
 TRACK_FIELDS = ("pt", "eta", "phi", "vz")
 
 
+def input_fields(module: MaskFormerModule) -> list[str]:
+    """The hit fields the module's input networks read (their Fourier-encoded ones included)."""
+    nets = module.model.input_nets
+    return list(dict.fromkeys(f for net in nets for f in (*net.fields, *net.fourier)))
+
+
 def _inputs(module: MaskFormerModule, event: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
-    batch = collate([model_inputs(event)])
+    """The module's batch of one event: the fields it reads, so that none is derived in vain."""
+    batch = collate([model_inputs(event, input_fields(module))])
     return {k: v.to(module.device) for k, v in batch.items()}
 
 

@@ -29,7 +29,7 @@ from hepattn.data.trackml import find_events, read_event
 from hepattn.experiments.trackml.dataset import CELL_FEATURES, CELL_FLAG, has_truth, prepare_event
 from hepattn.experiments.trackml.predictions import event_id, write_predictions
 from hepattn.experiments.trackml.prep import event_parts
-from hepattn.experiments.trackml.reco import Reconstruction
+from hepattn.experiments.trackml.reco import Reconstruction, input_fields
 from hepattn.training.cli import build, load_weights
 from hepattn.training.module import MaskFormerModule
 
@@ -66,13 +66,12 @@ def model_from_checkpoint(checkpoint: str | os.PathLike, device: str = "cpu") ->
 
 def reads_cells(module: MaskFormerModule) -> bool:
     """Whether the model's input networks read cell features (``dataset.CELL_FEATURES``)."""
-    return any(f in CELL_FEATURES for net in module.model.input_nets for f in net.fields)
+    return any(f in CELL_FEATURES for f in input_fields(module))
 
 
 def needs_cells(module: MaskFormerModule) -> bool:
     """Whether the model reads cell features but not ``has_cells``: it cannot take an event without them."""
-    reads_flag = any(CELL_FLAG in net.fields for net in module.model.input_nets)
-    return reads_cells(module) and not reads_flag
+    return reads_cells(module) and CELL_FLAG not in input_fields(module)
 
 
 @dataclass
