@@ -1,7 +1,7 @@
 """The hard collision's place on the beam line, from the pixel hits alone; hit pseudorapidities from it.
 
 A hit's pseudorapidity seen from the origin, asinh(z / r), changes along a particle's track by about
-0.05 (the collisions spread about 50 mm along the beam line), more than the angle between neighbouring
+0.05 (the collisions spread along the beam line with sigma 6 mm), more than the angle between neighbouring
 particles in a jet core; seen from the particle's own vertex it changes by about 0.0005 for a track
 above 5 GeV. Before any track is found, the vertex of the hard scatter is the beam-line position that
 most triplets of hits on the three innermost pixel layers point to, as the fast primary-vertex finders of
