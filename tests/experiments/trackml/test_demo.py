@@ -20,7 +20,6 @@ from hepattn.experiments.trackml.demo import (
     DemoSettings,
     check_settings,
     config,
-    last_checkpoint,
     model_overrides,
     run_demo,
     train,
@@ -29,6 +28,7 @@ from hepattn.experiments.trackml.reco import filter_probability
 from hepattn.experiments.trackml.submission import TrainedModels, model_from_checkpoint, needs_cells
 from hepattn.models.layers import SwiGLU
 from hepattn.training.cli import build, load_weights
+from hepattn.training.fit import last_checkpoint
 
 pytest.importorskip("acts", reason="the demo simulates events: needs the sim extra")
 

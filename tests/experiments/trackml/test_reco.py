@@ -420,8 +420,8 @@ def test_sectors_give_the_tracks_of_one_pass_when_the_margin_holds_them():
 
 def test_a_seed_threshold_seeds_queries_on_the_sure_hits_only_and_changes_nothing_when_all_pass():
     from hepattn.bench.cases import synthetic_event
-    from hepattn.experiments.trackml.demo import config
     from hepattn.training.cli import build
+    from hepattn.training.fit import config
 
     torch.manual_seed(0)
     tracker = build([config("trackml/tracking_small.yaml")], []).model.eval()

@@ -7,15 +7,10 @@ test split, ``metrics.json``, the plots and ``report.md``. Each stage skips work
 """
 
 import json
-import os
 import platform
-import shlex
-import subprocess
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from importlib import resources
 from pathlib import Path
 
 import torch
@@ -25,8 +20,8 @@ from hepattn.experiments.trackml.prep import prepare_directory
 from hepattn.experiments.trackml.reco import filter_directory
 from hepattn.experiments.trackml.report import write_report
 from hepattn.experiments.trackml.submission import MANIFEST, load_models, write_reconstruction
-from hepattn.training.checkpoint import load_checkpoint
 from hepattn.training.cli import build, load_weights
+from hepattn.training.fit import config, train
 
 PIXEL_VOLUMES = [7, 8, 9]
 SPLITS = ("train", "val", "test")
@@ -109,11 +104,6 @@ LONG = DemoSettings(
 )
 
 
-def config(name: str) -> Path:
-    """Path of a shipped config, e.g. ``trackml/filter_small.yaml``."""
-    return Path(str(resources.files("hepattn") / "configs" / name))
-
-
 def simulate_splits(out: Path, s: DemoSettings, detectors: Path) -> None:
     from hepattn.data.sim.run import simulate_ranges
 
@@ -129,63 +119,6 @@ def model_overrides(s: DemoSettings, decoder: bool) -> list[str]:
     """Config overrides for the settings that shape a model: the feed-forward width of its blocks."""
     blocks = ["encoder", "decoder"] if decoder else ["encoder"]
     return [f"--model.model.init_args.{b}.init_args.mlp_ratio={s.mlp_ratio}" for b in blocks]
-
-
-def last_checkpoint(root: Path) -> Path | None:
-    """The newest ``last.ckpt`` under a training folder (``lightning_logs/version_N/checkpoints``)."""
-    found = list(root.glob("lightning_logs/version_*/checkpoints/last.ckpt"))
-    return max(found, key=lambda p: int(p.parents[1].name.removeprefix("version_")), default=None)
-
-
-def train(
-    configs: list[Path],
-    data: dict[str, Path],
-    steps: int,
-    root: Path,
-    processes: int = 1,
-    overrides: Sequence[str] = (),
-) -> tuple[Path, float]:
-    """Fit a model from shipped configs on the given folders with ``hepattn fit``, or finish a fit.
-
-    The fit runs as its own command, as a user would run it; with ``processes`` > 1 as Lightning DDP on
-    that many CPU processes of one thread each (each step then sees one event per process). A
-    ``last.ckpt`` already under ``root`` is resumed (optimizer, schedule and step included); one that
-    reached ``steps`` is returned as it is. Returns the last checkpoint and the seconds spent training,
-    earlier interrupted attempts included (kept in ``root/train_seconds.txt``).
-    """
-    previous = last_checkpoint(root)
-    clock = root / "train_seconds.txt"
-    spent = float(clock.read_text()) if clock.is_file() else 0.0
-    if previous is not None:
-        step = load_checkpoint(previous)["global_step"]
-        if step >= steps:
-            return previous, spent
-    command = [sys.executable, "-m", "hepattn.cli", "fit", *[f"--config={c}" for c in configs]]
-    command += [f"--data.init_args.{split}_dir={path}" for split, path in data.items()]
-    command += [
-        f"--trainer.max_steps={steps}",
-        f"--model.lr_scheduler.init_args.total_steps={steps}",
-        f"--trainer.default_root_dir={root}",
-        f"--trainer.val_check_interval={steps}",
-        "--trainer.num_sanity_val_steps=0",  # no check before training: the shipped configs are tested
-        *overrides,
-    ]
-    env = dict(os.environ)
-    if processes > 1:
-        command += ["--trainer.accelerator=cpu", "--trainer.strategy=ddp", f"--trainer.devices={processes}"]
-        env["OMP_NUM_THREADS"] = "1"
-    if previous is not None:
-        command.append(f"--ckpt_path={previous}")
-    start = time.perf_counter()
-    root.mkdir(parents=True, exist_ok=True)
-    try:
-        run = subprocess.run(command, env=env)
-    finally:
-        clock.write_text(f"{spent + time.perf_counter() - start:.3f}\n")
-    last = last_checkpoint(root)
-    if run.returncode or last is None:
-        raise RuntimeError(f"training in {root} failed (exit status {run.returncode}): {shlex.join(command)}")
-    return last, float(clock.read_text())
 
 
 def load(configs: list[Path], checkpoint: Path, overrides: Sequence[str] = ()):

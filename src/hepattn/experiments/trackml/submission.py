@@ -121,12 +121,8 @@ def load_models(
     Explicit checkpoints replace those of the folder; without a folder the volumes and the working
     point are the quick demo's.
     """
-    from hepattn.experiments.trackml.demo import (
-        PIXEL_VOLUMES,
-        QUICK,
-        last_checkpoint,
-        reconstruction_settings,
-    )
+    from hepattn.experiments.trackml.demo import PIXEL_VOLUMES, QUICK, reconstruction_settings
+    from hepattn.training.fit import last_checkpoint
 
     manifest: dict = {
         "volumes": PIXEL_VOLUMES,
