@@ -49,3 +49,26 @@ def conformal(x, y):
 def helix_radius(pt_gev, field_tesla=2.0):
     """Transverse radius of curvature [mm] of a unit-charge track."""
     return 1000.0 * np.asarray(pt_gev) / (PT_PER_TESLA_METRE * field_tesla)
+
+
+def perigee(q, vx, vy, vz, px, py, pz, field_tesla=2.0):
+    """Perigee parameters (d0, z0, phi, theta, q/p) at the z axis of a charged particle made at (vx, vy, vz).
+
+    The helix is followed (backwards if need be) to its point of closest approach to the z axis in the
+    transverse plane. Conventions are ACTS's: d0 = y cos(phi) - x sin(phi) at that point, with phi the
+    direction there; z0 its z; q/p in e/GeV. Returns an array (..., 5).
+    """
+    q, vx, vy, vz, px, py, pz = np.broadcast_arrays(*map(np.asarray, (q, vx, vy, vz, px, py, pz)))
+    transverse = np.hypot(px, py)
+    start_phi = np.arctan2(py, px)
+    r = helix_radius(transverse, field_tesla)
+    turn = np.sign(q * field_tesla)  # +1: clockwise seen from +z
+    centre_x, centre_y = vx + turn * r * np.sin(start_phi), vy - turn * r * np.cos(start_phi)
+    distance = np.hypot(centre_x, centre_y)
+    ux, uy = centre_x / distance, centre_y / distance
+    x, y = centre_x - r * ux, centre_y - r * uy  # the circle's point nearest the axis
+    direction = np.arctan2(turn * ux, -turn * uy)
+    path = -turn * r * wrap_phi(direction - start_phi)  # transverse path length from production
+    d0 = y * np.cos(direction) - x * np.sin(direction)
+    z0 = vz + path * pz / transverse
+    return np.stack([d0, z0, direction, np.arctan2(transverse, pz), q / np.hypot(transverse, pz)], axis=-1)

@@ -21,7 +21,8 @@ PROCESSES = {
 # elastic included: 200 SoftQCD:all collisions reproduce the real vertex and hit counts (findings, sec. 4)
 PILEUP = ["SoftQCD:all = on"]
 NEUTRINOS = (12, 14, 16)
-COLUMNS = ["vertex", "particle", "pdg", "q", "m", "vx", "vy", "vz", "t", "px", "py", "pz"]
+COLUMNS = ["vertex", "particle", "sv", "pdg", "q", "m", "vx", "vy", "vz", "t", "px", "py", "pz"]
+DISPLACED = 1e-3  # mm: a particle made further than this from its collision comes from a secondary vertex
 _MAX_PYTHIA_SEED = 900_000_000
 
 
@@ -56,6 +57,21 @@ class GeneratorConfig:
     gun_eta: float = 2.5
 
 
+def secondary_vertices(position: np.ndarray) -> np.ndarray:
+    """Secondary-vertex number of each particle from its production point (N, 3), mm from its collision.
+
+    0 within ``DISPLACED`` of the collision, else 1, 2, ... per distinct point, in order of first
+    appearance (Pythia gives the daughters of one decay the same point exactly).
+    """
+    displaced = np.linalg.norm(position, axis=1) > DISPLACED
+    number = np.zeros(len(position), dtype=np.int64)
+    if displaced.any():
+        _, first, inverse = np.unique(position[displaced], axis=0, return_index=True, return_inverse=True)
+        rank = np.argsort(np.argsort(first))  # unique points in the order they first appear
+        number[displaced] = rank[inverse.ravel()] + 1
+    return number
+
+
 def event_seeds(seed: int, event_id: int) -> np.random.SeedSequence:
     """The seed sequence of one event, from the run seed and the event id."""
     return np.random.SeedSequence([int(seed), int(event_id)])
@@ -74,7 +90,9 @@ class EventGenerator:
         """All final-state particles of one event passing ``pt_min`` and ``eta_max``, one row each.
 
         Vertex 1 is the hard collision (or the gun), vertices 2.. the pile-up collisions; particles are
-        numbered from 1 within their vertex. Columns are ``COLUMNS``.
+        numbered from 1 within their vertex. ``sv`` numbers the displaced production points of a collision
+        from 1 (0: made at the collision point), so that the particles of one decay share it. Columns are
+        ``COLUMNS``.
         """
         cfg = self.config
         pythia_seeds = seeds.spawn(2)
@@ -114,7 +132,9 @@ class EventGenerator:
             vertex = (p.xProd(), p.yProd(), p.zProd(), p.tProd())
             rows.append((p.id(), p.charge(), p.m(), *vertex, p.px(), p.py(), p.pz()))
         columns = ["pdg", "q", "m", "vx", "vy", "vz", "t", "px", "py", "pz"]
-        return pd.DataFrame(rows, columns=columns).astype({"pdg": np.int64})
+        frame = pd.DataFrame(rows, columns=columns).astype({"pdg": np.int64})
+        frame["sv"] = secondary_vertices(frame[["vx", "vy", "vz"]].to_numpy())
+        return frame
 
     def _gun(self, rng: np.random.Generator) -> pd.DataFrame:
         cfg = self.config
@@ -127,7 +147,7 @@ class EventGenerator:
         mass = {11: 0.000511, 13: 0.105658, 211: 0.139570, 321: 0.493677, 2212: 0.938272}[cfg.gun_pdg]
         zeros = np.zeros(n)
         return pd.DataFrame(
-            {"pdg": sign * cfg.gun_pdg, "q": charge.astype(float), "m": mass}
+            {"pdg": sign * cfg.gun_pdg, "q": charge.astype(float), "m": mass, "sv": 0}
             | {"vx": zeros, "vy": zeros, "vz": zeros, "t": zeros}
             | {"px": pt * np.cos(phi), "py": pt * np.sin(phi), "pz": pt * np.sinh(eta)}
         )

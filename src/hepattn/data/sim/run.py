@@ -10,7 +10,7 @@ import multiprocessing
 import os
 import shutil
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +29,19 @@ _EM = (11, 13, 22)
 _FATRAS_PROCESS = 1  # TrackML process field for simulation secondaries (real: 1 EM-like, 2 nuclear)
 
 
+@dataclass(frozen=True)
+class TrackFitConfig:
+    """Which particles get a fitted track (``hepattn simulate --tracks``; ``acts_backend.fitting``).
+
+    Attributes:
+        pt_min: charged particles above this transverse momentum (GeV) at production.
+        min_measurements: and with at least this many measurements.
+    """
+
+    pt_min: float = 0.5
+    min_measurements: int = 7
+
+
 def default_detectors() -> Path:
     default = Path(__file__).resolve().parents[5] / "shared" / "data" / "trackml"
     return Path(os.environ.get("HEPATTN_TRACKML_DIR", default)) / "detectors.csv.gz"
@@ -38,12 +51,17 @@ class EventSimulator:
     """Everything one worker needs: generator, ACTS backend and the surface-to-module map."""
 
     def __init__(
-        self, detectors: Path, generator: GeneratorConfig, digitization: DigitizationConfig, seed: int
+        self,
+        detectors: Path,
+        generator: GeneratorConfig,
+        digitization: DigitizationConfig,
+        seed: int,
+        tracks: TrackFitConfig | None = None,
     ):
         from hepattn.data.sim.acts_backend import FatrasBackend
 
         self.modules = Modules.from_frame(trackml.read_detectors(detectors))
-        self.backend = FatrasBackend(seed=seed)
+        self.backend = FatrasBackend(seed=seed, fit_tracks=None if tracks is None else asdict(tracks))
         self.mapping = match_surfaces(self.backend.surfaces(), self.modules)
         self.generator = EventGenerator(generator)
         self.digitization = digitization
@@ -60,7 +78,7 @@ class EventSimulator:
             & (kinematics.radius(table.vx, table.vy) < SIM_R_MAX)
             & (np.abs(table.vz) < SIM_Z_MAX)
         )
-        hits, secondaries = self.backend.simulate(table[simulated], event_id)
+        hits, secondaries, tracks = self.backend.simulate(table[simulated], event_id)
         hits["particle_id"] = encode_particle_id(
             hits.vertex,
             hits.particle,
@@ -85,9 +103,23 @@ class EventSimulator:
         hits["row"] = module_rows(hits, self.mapping)
         hits = hits.sort_values(["particle_id", "index"], kind="stable").reset_index(drop=True)
         hits = stop_soft_secondaries(hits, secondaries)
-        return build_event(
-            hits, particles, self.modules, self.digitization, np.random.default_rng(digi_seeds)
-        )
+        rng = np.random.default_rng(digi_seeds)
+        event = build_event(hits, particles, self.modules, self.digitization, rng)
+        if tracks is not None:
+            event["tracks"] = tracks_frame(tracks)
+        return event
+
+
+def tracks_frame(tracks: pd.DataFrame) -> pd.DataFrame:
+    """The backend's fitted tracks as the ``tracks`` part: particle_id from the barcode, track_id 1.. ."""
+    process = np.where(tracks.generation > 0, _FATRAS_PROCESS, 0)
+    fields = (tracks.vertex, tracks.particle, tracks.generation, tracks["sub"], process)
+    particle_id = encode_particle_id(*fields)
+    columns = [c for c in trackml.COLUMNS["tracks"] if c not in ("track_id", "particle_id")]
+    frame = tracks[columns].copy()
+    frame.insert(0, "particle_id", particle_id)
+    frame.insert(0, "track_id", np.arange(1, len(frame) + 1, dtype=np.int64))
+    return frame
 
 
 def stop_soft_secondaries(hits: pd.DataFrame, secondaries: pd.DataFrame) -> pd.DataFrame:
@@ -128,15 +160,16 @@ def simulate(
     detectors: str | os.PathLike | None = None,
     generator: GeneratorConfig | None = None,
     digitization: DigitizationConfig | None = None,
+    tracks: TrackFitConfig | None = None,
 ) -> list[int]:
     """Simulate events ``first_event .. first_event + events - 1`` into ``out_dir``; returns the ids made.
 
-    Events whose four files already exist are skipped, so an interrupted run can simply be restarted.
+    Events whose files already exist are skipped, so an interrupted run can simply be restarted.
     ``generator`` overrides the generator settings; ``process`` and ``pileup`` are applied on top.
+    ``tracks`` also fits tracks and writes them as each event's ``tracks`` part.
     """
-    made = simulate_ranges(
-        [(out_dir, first_event, events)], pileup, seed, process, workers, detectors, generator, digitization
-    )
+    ranges = [(out_dir, first_event, events)]
+    made = simulate_ranges(ranges, pileup, seed, process, workers, detectors, generator, digitization, tracks)
     return made[Path(out_dir)]
 
 
@@ -149,6 +182,7 @@ def simulate_ranges(
     detectors: str | os.PathLike | None = None,
     generator: GeneratorConfig | None = None,
     digitization: DigitizationConfig | None = None,
+    tracks: TrackFitConfig | None = None,
 ) -> dict[Path, list[int]]:
     """``simulate`` for several ``(out_dir, first_event, events)`` ranges with one pool of workers.
 
@@ -157,7 +191,8 @@ def simulate_ranges(
     """
     detectors = Path(detectors) if detectors is not None else default_detectors()
     generator = replace(generator or GeneratorConfig(), process=process, pileup=pileup)
-    args = (detectors, generator, digitization or DigitizationConfig(), seed)
+    args = (detectors, generator, digitization or DigitizationConfig(), seed, tracks)
+    parts = PARTS if tracks is None else (*PARTS, "tracks")
     todo = []
     for out_dir, first_event, events in ranges:
         out_dir = Path(out_dir)
@@ -168,7 +203,7 @@ def simulate_ranges(
         todo += [
             (i, out_dir)
             for i in range(first_event, first_event + events)
-            if not trackml.event_complete(trackml.event_prefix(out_dir, i), PARTS)
+            if not trackml.event_complete(trackml.event_prefix(out_dir, i), parts)
         ]
     made = {Path(out_dir): [] for out_dir, _, _ in ranges}
     if not todo:

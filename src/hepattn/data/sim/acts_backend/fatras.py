@@ -1,9 +1,4 @@
-"""The only module that imports ``acts``: Fatras on the ACTS generic detector, in and out as numpy/pandas.
-
-The pyacts Python API changes between major versions; everything version specific (pinned: pyacts 48.1)
-stays here. The algorithms are executed directly on a private ``WhiteBoard``, without a ``Sequencer``,
-so there is no FPE monitor to abort a run and no per-event framework overhead.
-"""
+"""Fatras on the ACTS generic detector: particles in, simulated hits and secondaries out, as pandas."""
 
 import acts
 import acts.examples as ae
@@ -11,15 +6,14 @@ import numpy as np
 import pandas as pd
 from acts.ActsFatrasPythonBindings import Barcode
 
-_U = acts.UnitConstants
-_QUIET = acts.logging.ERROR
+from hepattn.data.sim.acts_backend.common import QUIET, U
 
 
 class _Source(ae.IAlgorithm):
     """Puts a ready particle container on the white board (pyacts has no plain ``WhiteBoard.add``)."""
 
     def __init__(self, key: str):
-        super().__init__("HepattnSource", _QUIET)
+        super().__init__("HepattnSource", QUIET)
         self.handle = ae.WriteDataHandle(self, ae.SimParticleContainer, "OutputParticles")
         self.handle.initialize(key)
         self.particles = None
@@ -33,7 +27,7 @@ class _Sink(ae.IAlgorithm):
     """Reads the Fatras outputs back from the white board."""
 
     def __init__(self, hits_key: str, particles_key: str):
-        super().__init__("HepattnSink", _QUIET)
+        super().__init__("HepattnSink", QUIET)
         self.hits_handle = ae.ReadDataHandle(self, ae.SimHitContainer, "InputSimHits")
         self.hits_handle.initialize(hits_key)
         self.particles_handle = ae.ReadDataHandle(self, ae.SimParticleContainer, "InputParticles")
@@ -56,12 +50,21 @@ class FatrasBackend:
         p_min: Fatras minimum momentum in GeV. The pyacts default (0.5 GeV on |p|) silently drops most
             soft central tracks; 0.05 GeV reproduces the real strip occupancy.
         em_physics: multiple scattering, ionisation, bremsstrahlung and photon conversion on/off.
+        fit_tracks: also fit tracks (``TrackFitting``): None for no, else its keyword arguments
+            (``pt_min``, ``min_measurements``).
     """
 
-    def __init__(self, seed: int = 0, bfield_t: float = 2.0, p_min: float = 0.05, em_physics: bool = True):
-        self.detector = ae.GenericDetector(ae.GenericDetector.Config(logLevel=_QUIET))
+    def __init__(
+        self,
+        seed: int = 0,
+        bfield_t: float = 2.0,
+        p_min: float = 0.05,
+        em_physics: bool = True,
+        fit_tracks: dict | None = None,
+    ):
+        self.detector = ae.GenericDetector(ae.GenericDetector.Config(logLevel=QUIET))
         self.geometry = self.detector.trackingGeometry()
-        self.field = acts.ConstantBField(acts.Vector3(0.0, 0.0, bfield_t * _U.T))
+        self.field = acts.ConstantBField(acts.Vector3(0.0, 0.0, bfield_t * U.T))
         config = ae.FatrasSimulation.Config(
             inputParticles="particles_in",
             outputParticles="particles_out",
@@ -74,11 +77,19 @@ class FatrasBackend:
             emEnergyLossIonisation=em_physics,
             emEnergyLossRadiation=em_physics,
             emPhotonConversion=em_physics,
-            pMin=p_min * _U.GeV,
+            pMin=p_min * U.GeV,
         )
-        self.fatras = ae.FatrasSimulation(config, _QUIET)
+        self.fatras = ae.FatrasSimulation(config, QUIET)
+        self.simhits_key, self.particles_key = config.outputSimHits, config.outputParticles
         self.source = _Source(config.inputParticles)
         self.sink = _Sink(config.outputSimHits, config.outputParticles)
+        # own random streams: fitting or not leaves the Fatras hits as they are
+        if fit_tracks is None:
+            self.fitting = None
+        else:
+            from hepattn.data.sim.acts_backend.fitting import TrackFitting
+
+            self.fitting = TrackFitting(self, seed, **fit_tracks)
 
     def surfaces(self) -> pd.DataFrame:
         """Every sensitive surface: volume, layer, sensitive index and centre (mm)."""
@@ -94,12 +105,15 @@ class FatrasBackend:
         self.geometry.visitSurfaces(visit)
         return pd.DataFrame(rows, columns=["volume_id", "layer_id", "sensitive", "cx", "cy", "cz"])
 
-    def simulate(self, particles: pd.DataFrame, event_id: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    def simulate(
+        self, particles: pd.DataFrame, event_id: int
+    ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame | None]:
         """Propagate ``particles`` through the detector.
 
         Args:
-            particles: one row per particle to simulate with vertex, particle (barcode fields), pdg,
-                q, m (GeV), vx, vy, vz (mm), t (mm/c), px, py, pz (GeV).
+            particles: one row per particle to simulate with vertex, particle, sv (barcode fields: the
+                collision, the particle's number in it, its secondary vertex or 0), pdg, q, m (GeV),
+                vx, vy, vz (mm), t (mm/c), px, py, pz (GeV).
             event_id: event number for the ACTS random stream.
 
         Returns:
@@ -108,29 +122,33 @@ class FatrasBackend:
                 along its particle).
             secondaries: particles created by Fatras (generation > 0), with the columns of the input
                 and the creating process.
+            tracks: ``TrackFitting.frame`` when fitting, else None.
         """
         container = ae.SimParticleContainer()
-        cols = [particles[c].to_numpy() for c in ("vertex", "particle", "pdg", "q", "m")]
+        cols = [particles[c].to_numpy() for c in ("vertex", "particle", "sv", "pdg", "q", "m")]
         pos = particles[["vx", "vy", "vz", "t"]].to_numpy(np.float64)
         mom = particles[["px", "py", "pz"]].to_numpy(np.float64)
         pabs = np.linalg.norm(mom, axis=1)
-        for i, (vertex, number, pdg, q, m) in enumerate(zip(*cols, strict=True)):
+        for i, (vertex, number, secondary, pdg, q, m) in enumerate(zip(*cols, strict=True)):
             barcode = Barcode()
             barcode.vertexPrimary, barcode.particle = int(vertex), int(number)
-            sim = ae.SimParticle(barcode, acts.PdgParticle(int(pdg)), float(q), float(m) * _U.GeV)
+            barcode.vertexSecondary = int(secondary)
+            sim = ae.SimParticle(barcode, acts.PdgParticle(int(pdg)), float(q), float(m) * U.GeV)
             sim.fourPosition = acts.Vector4(*pos[i])
             sim.direction = acts.Vector3(*(mom[i] / pabs[i]))
-            sim.absoluteMomentum = pabs[i] * _U.GeV
+            sim.absoluteMomentum = pabs[i] * U.GeV
             container.insert(sim)
         self.source.particles = container
-        store = ae.WhiteBoard(_QUIET)
+        store = ae.WhiteBoard(QUIET)
         context = ae.AlgorithmContext(0, int(event_id), store, 0)
-        for algorithm in (self.source, self.fatras, self.sink):
+        chain = [self.source, self.fatras, self.sink, *(self.fitting.algorithms if self.fitting else [])]
+        for algorithm in chain:
             if algorithm.execute(context) != ae.ProcessCode.SUCCESS:
                 raise RuntimeError(f"ACTS {type(algorithm).__name__} failed on event {event_id}")
         hits, secondaries = _hits_frame(self.sink.hits), _secondaries_frame(self.sink.particles)
+        tracks = self.fitting.frame() if self.fitting else None
         self.source.particles = self.sink.hits = self.sink.particles = None
-        return hits, secondaries
+        return hits, secondaries, tracks
 
 
 def _hits_frame(hits) -> pd.DataFrame:
@@ -154,9 +172,7 @@ def _secondaries_frame(particles) -> pd.DataFrame:
         pos, mom = p.fourPosition, p.momentum
         barcode = (pid.vertexPrimary, pid.particle, pid.generation, pid.subParticle)
         kinematics = (pos[0], pos[1], pos[2], pos[3], mom[0], mom[1], mom[2])
-        rows.append(
-            (*barcode, int(p.pdg.value), p.charge, p.mass / _U.GeV, *kinematics, int(p.process.value))
-        )
+        rows.append((*barcode, int(p.pdg.value), p.charge, p.mass / U.GeV, *kinematics, int(p.process.value)))
     columns = ["vertex", "particle", "generation", "sub", "pdg", "q", "m", "vx", "vy", "vz", "t"]
     return _typed(rows, [*columns, "px", "py", "pz", "process"])
 
