@@ -32,7 +32,7 @@ def info(args: argparse.Namespace) -> int:
 
 def simulate(args: argparse.Namespace) -> int:
     """Simulate TrackML events with Pythia 8 and ACTS Fatras (needs the ``sim`` extra)."""
-    from hepattn.data.sim.run import default_detectors
+    from hepattn.data.sim.run import TrackFitConfig, default_detectors
     from hepattn.data.sim.run import simulate as run_simulation
 
     if args.first_event + args.events > 10**9:
@@ -45,8 +45,21 @@ def simulate(args: argparse.Namespace) -> int:
         raise FileNotFoundError(
             f"no detectors file at {detectors}: pass --detectors or set HEPATTN_TRACKML_DIR"
         )
+    from hepattn.data.sim.generate import GeneratorConfig
+
+    tracks = TrackFitConfig(pt_min=args.track_pt_min) if args.tracks else None
+    generator = GeneratorConfig(sigma_z=args.sigma_z)
     made = run_simulation(
-        args.out, args.events, args.pileup, args.seed, args.process, args.workers, args.first_event, detectors
+        args.out,
+        args.events,
+        args.pileup,
+        args.seed,
+        args.process,
+        args.workers,
+        args.first_event,
+        detectors,
+        generator=generator,
+        tracks=tracks,
     )
     print(f"simulated {len(made)} events into {args.out} ({args.events - len(made)} already there)")
     return 0
@@ -99,7 +112,11 @@ def validate_sim(args: argparse.Namespace) -> int:
 
 
 def demo(args: argparse.Namespace) -> int:
-    """Simulate, train the hit filter and the tracker, evaluate on held-out events, report."""
+    """Simulate, train, evaluate the model and the field's baseline on held-out events, report."""
+    if args.experiment == "vertexing":
+        from hepattn.experiments.vertexing.demo import main as vertexing_demo
+
+        return vertexing_demo(args.out, args.long)
     from hepattn.experiments.trackml.demo import LONG, QUICK, run_demo
     from hepattn.experiments.trackml.report import summary_table
 
@@ -233,6 +250,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=COUNT, default=1, help="parallel processes")
     p.add_argument("--first-event", type=EVENT_ID, default=1000, help="id of the first event (for sharding)")
     p.add_argument("--detectors", help="real detectors.csv[.gz] (default: $HEPATTN_TRACKML_DIR)")
+    p.add_argument("--tracks", action="store_true", help="also write Kalman-fitted tracks (ACTS)")
+    p.add_argument(
+        "--track-pt-min", type=NON_NEGATIVE, default=0.5, help="GeV: charged particles above it get a track"
+    )
+    p.add_argument(
+        "--sigma-z",
+        type=NON_NEGATIVE,
+        default=6.0,
+        help="mm: length of the luminous region (6 as in the TrackML events; about 50 at the HL-LHC)",
+    )
     p.set_defaults(func=simulate)
     p = commands.add_parser("prep", help="cache TrackML events as prepared arrays for training")
     p.add_argument("--input", required=True, help="folder of TrackML events (hits, particles, truth)")
@@ -261,7 +288,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--dpi", type=COUNT, default=120)
     p.set_defaults(func=plot_event)
-    p = commands.add_parser("demo", help="simulate, train filter and tracker, evaluate (CPU, no data needed)")
+    p = commands.add_parser(
+        "demo", help="simulate, train, evaluate against the field's baseline (CPU, no data)"
+    )
+    p.add_argument(
+        "experiment",
+        nargs="?",
+        default="trackml",
+        choices=["trackml", "vertexing"],
+        help="trackml (hit filter and tracker, the default) or vertexing (primary vertices against AMVF)",
+    )
     p.add_argument(
         "--out", type=_out_dir, default="hepattn-demo", help="folder for everything the demo makes"
     )

@@ -1,0 +1,111 @@
+"""Score vertex finders on the same events: the figures of ``metrics.vertices`` per method, and plots."""
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import itertools
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from hepattn.experiments.vertexing.baselines import Vertices
+from hepattn.experiments.vertexing.events import VertexingEvent
+from hepattn.metrics.vertices import VertexEvent, binned_efficiency, match_event, summarize
+
+NTRACK_EDGES = [2, 3, 4, 6, 10, 20, 50, 1000]  # the last bin: 50 and more
+
+
+def tables(events: list[VertexingEvent], results: list[Vertices]) -> list[tuple[pd.DataFrame, pd.DataFrame]]:
+    """``match_event`` of every event: (reco, true) tables."""
+    out = []
+    for event, result in zip(events, results, strict=True):
+        found = result.vertices
+        out.append(
+            match_event(
+                VertexEvent(
+                    event.track_truth,
+                    result.track_vertex,
+                    event.truth.id.to_numpy(),
+                    event.truth[["x", "y", "z"]].to_numpy(),
+                    found.vertex_id.to_numpy(),
+                    found[["x", "y", "z"]].to_numpy(),
+                    found.score.to_numpy(),
+                )
+            )
+        )
+    return out
+
+
+def score(events: list[VertexingEvent], results: list[Vertices]) -> tuple[dict, list]:
+    """The figures of one method and its per-event tables."""
+    matched = tables(events, results)
+    return summarize([r for r, _ in matched], [t for _, t in matched]), matched
+
+
+def plot_efficiency(matched: dict[str, list], out: Path) -> list[Path]:
+    """Efficiency versus the tracks of a truth vertex and versus the truth vertices of its event."""
+    paths = []
+    all_true = [t for tabs in matched.values() for _, t in tabs]
+    most = int(max((t.nvertices.max() for t in all_true), default=10))
+    nvertex_edges = np.unique(np.linspace(0, most + 1, 8).round())
+    for by, edges, label in (
+        ("ntracks", NTRACK_EDGES, "fitted tracks of the truth vertex"),
+        ("nvertices", nvertex_edges, "truth vertices in the event"),
+    ):
+        names = [_bin_name(lo, hi) for lo, hi in itertools.pairwise(edges)]
+        figure, axis = plt.subplots(figsize=(6, 4))
+        for shift, (method, tabs) in enumerate(matched.items()):
+            b = binned_efficiency([t for _, t in tabs], by, edges)
+            x = np.arange(len(names)) + 0.08 * (shift - (len(matched) - 1) / 2)
+            axis.errorbar(x, b["rate"], yerr=b["error"], marker="o", capsize=2, linestyle="", label=method)
+        axis.set_xticks(np.arange(len(names)), names)
+        axis.set_xlabel(label)
+        axis.set_ylabel("vertex efficiency (clean or merged match)")
+        axis.set_ylim(0, 1.05)
+        axis.grid(alpha=0.3)
+        axis.legend()
+        path = out / f"efficiency_vs_{by}.png"
+        figure.tight_layout()
+        figure.savefig(path, dpi=120)
+        plt.close(figure)
+        paths.append(path)
+    return paths
+
+
+def _bin_name(lo: float, hi: float) -> str:
+    lo, hi = int(lo), int(hi) - 1  # integer counts in [lo, hi)
+    if hi >= NTRACK_EDGES[-1] - 1:
+        return f"{lo}+"
+    return f"{lo}" if lo == hi else f"{lo}-{hi}"
+
+
+def plot_residuals(matched: dict[str, list], out: Path) -> Path:
+    """Z residual of the matched vertices and of the selected hard scatter, per method."""
+    figure, axes = plt.subplots(1, 2, figsize=(10, 4))
+    bins = np.linspace(-0.3, 0.3, 61)
+    for method, tabs in matched.items():
+        dz = []
+        for reco, true in tabs:
+            found = true[true.match > 0]
+            dz.append(reco.set_index("id").loc[found.match, "z"].to_numpy() - found.z.to_numpy())
+        axes[0].hist(np.clip(np.concatenate(dz), bins[0], bins[-1]), bins, histtype="step", label=method)
+        hs = []
+        for reco, true in tabs:
+            if len(reco) and (true.id == 1).any():
+                best = reco.iloc[int(np.argmax(reco.score.to_numpy()))]
+                if best.truth == 1:
+                    hs.append(best.z - float(true.loc[true.id == 1, "z"].iloc[0]))
+        axes[1].hist(np.clip(hs, -0.05, 0.05), np.linspace(-0.05, 0.05, 41), histtype="step", label=method)
+    axes[0].set_xlabel("z(reco) - z(true) of matched vertices [mm] (clipped)")
+    axes[1].set_xlabel("z(reco) - z(true) of the selected hard scatter [mm] (clipped)")
+    for axis in axes:
+        axis.set_yscale("log")
+        axis.legend()
+    path = out / "z_residuals.png"
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
