@@ -117,7 +117,7 @@ def summarize(
         "vertices_per_event": _ratio(n_reco, events),
         "true_vertices_per_event": _ratio(n_true, events),
     }
-    residual = _matched_residuals(recos, trues)
+    residual = matched_residuals(recos, trues)
     z, xy = residual["z"], np.concatenate([residual["x"], residual["y"]])
     out |= {
         "z_resolution_mm": residual_summary(z)["width"],
@@ -147,7 +147,8 @@ def binned_efficiency(trues: list[pd.DataFrame], by: str, edges) -> dict[str, np
     return {"centre": (edges[1:] + edges[:-1]) / 2, "rate": rate, "error": error, "count": total}
 
 
-def _matched_residuals(recos, trues) -> dict[str, np.ndarray]:
+def matched_residuals(recos: list[pd.DataFrame], trues: list[pd.DataFrame]) -> dict[str, np.ndarray]:
+    """Reco minus true x, y and z of every truth vertex with a match (``match_event`` tables), mm."""
     parts = {c: [] for c in "xyz"}
     for reco, true in zip(recos, trues, strict=True):
         found = true[true.match > 0]
@@ -157,9 +158,14 @@ def _matched_residuals(recos, trues) -> dict[str, np.ndarray]:
     return {c: np.concatenate(v) if v else np.zeros(0) for c, v in parts.items()}
 
 
-def _hard_scatter(recos, trues, hard_scatter: int) -> dict[str, float | int]:
-    selected, residual = 0, []
-    events = 0
+def hard_scatter_residuals(
+    recos: list[pd.DataFrame], trues: list[pd.DataFrame], hard_scatter: int = 1
+) -> tuple[int, np.ndarray]:
+    """Events whose hard scatter is a truth vertex; z(reco) - z(true) where the best-scored vertex is it.
+
+    One residual per event whose highest-score vertex is matched to the hard scatter.
+    """
+    events, residual = 0, []
     for reco, true in zip(recos, trues, strict=True):
         if not (true.id == hard_scatter).any():
             continue
@@ -168,13 +174,17 @@ def _hard_scatter(recos, trues, hard_scatter: int) -> dict[str, float | int]:
             continue
         best = reco.iloc[int(np.argmax(reco.score.to_numpy()))]
         if best.truth == hard_scatter:
-            selected += 1
             residual.append(best.z - float(true.loc[true.id == hard_scatter, "z"].iloc[0]))
+    return events, np.asarray(residual, dtype=np.float64)
+
+
+def _hard_scatter(recos, trues, hard_scatter: int) -> dict[str, float | int]:
+    events, residual = hard_scatter_residuals(recos, trues, hard_scatter)
     return {
         "hs_events": events,
-        "hs_selection_efficiency": _ratio(selected, events),
-        "hs_z_resolution_mm": residual_summary(np.asarray(residual))["width"],
-        "hs_z_rms_mm": _rms(np.asarray(residual)),
+        "hs_selection_efficiency": _ratio(len(residual), events),
+        "hs_z_resolution_mm": residual_summary(residual)["width"],
+        "hs_z_rms_mm": _rms(residual),
     }
 
 

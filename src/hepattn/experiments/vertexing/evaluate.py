@@ -13,7 +13,15 @@ import pandas as pd
 
 from hepattn.experiments.vertexing.baselines import Vertices
 from hepattn.experiments.vertexing.events import VertexingEvent
-from hepattn.metrics.vertices import VertexEvent, binned_efficiency, match_event, summarize
+from hepattn.experiments.vertexing.truth import HARD_SCATTER
+from hepattn.metrics.vertices import (
+    VertexEvent,
+    binned_efficiency,
+    hard_scatter_residuals,
+    match_event,
+    matched_residuals,
+    summarize,
+)
 
 NTRACK_EDGES = [2, 3, 4, 6, 10, 20, 50, 1000]  # the last bin: 50 and more
 
@@ -87,17 +95,10 @@ def plot_residuals(matched: dict[str, list], out: Path) -> Path:
     figure, axes = plt.subplots(1, 2, figsize=(10, 4))
     bins = np.linspace(-0.3, 0.3, 61)
     for method, tabs in matched.items():
-        dz = []
-        for reco, true in tabs:
-            found = true[true.match > 0]
-            dz.append(reco.set_index("id").loc[found.match, "z"].to_numpy() - found.z.to_numpy())
-        axes[0].hist(np.clip(np.concatenate(dz), bins[0], bins[-1]), bins, histtype="step", label=method)
-        hs = []
-        for reco, true in tabs:
-            if len(reco) and (true.id == 1).any():
-                best = reco.iloc[int(np.argmax(reco.score.to_numpy()))]
-                if best.truth == 1:
-                    hs.append(best.z - float(true.loc[true.id == 1, "z"].iloc[0]))
+        recos, trues = [r for r, _ in tabs], [t for _, t in tabs]
+        dz = matched_residuals(recos, trues)["z"]
+        axes[0].hist(np.clip(dz, bins[0], bins[-1]), bins, histtype="step", label=method)
+        _, hs = hard_scatter_residuals(recos, trues, HARD_SCATTER)
         axes[1].hist(np.clip(hs, -0.05, 0.05), np.linspace(-0.05, 0.05, 41), histtype="step", label=method)
     axes[0].set_xlabel("z(reco) - z(true) of matched vertices [mm] (clipped)")
     axes[1].set_xlabel("z(reco) - z(true) of the selected hard scatter [mm] (clipped)")

@@ -3,6 +3,9 @@
 - ``vertices.csv``: event_id, vertex_id (from 1 in each event), x, y, z (mm), score (the hard-scatter
   choice is the highest score of the event);
 - ``track_vertex.csv``: event_id, track_id (the ``tracks`` part's), vertex_id (0: unassigned).
+
+Numbers are written with 9 significant digits: scored from the files, the figures are those of
+``metrics.json`` (with 6, a z of 100 mm keeps 0.1 um and the hard-scatter resolution moved by 0.05 um).
 """
 
 from pathlib import Path
@@ -30,7 +33,7 @@ def write_method(folder: str | Path, events: list[VertexingEvent], results: list
     )
     for name, frame in (("vertices", vertices), ("track_vertex", links)):
         partial = folder / f".{name}.csv.tmp"
-        frame.to_csv(partial, index=False, float_format="%.6g")
+        frame.to_csv(partial, index=False, float_format="%.9g")
         partial.replace(folder / f"{name}.csv")
 
 
