@@ -7,8 +7,8 @@ import pytest
 from hepattn.data.sim.digitize import encode_particle_id
 from hepattn.data.trackml import TRACK_COVARIANCE
 from hepattn.experiments.vertexing.baselines import Vertices, assign_by_z0, sum_pt2, truth_fit
-from hepattn.experiments.vertexing.fit import fit_vertex
-from hepattn.experiments.vertexing.reconstruct import FIT_FIELDS, select
+from hepattn.experiments.vertexing.fit import fit_tracks
+from hepattn.experiments.vertexing.reconstruct import select
 from hepattn.experiments.vertexing.truth import collision_positions, truth_vertices
 
 
@@ -29,7 +29,7 @@ def _tracks(vertex, phi, theta, sigma=0.02, rng=None, pt=2.0):
 
 
 def _fit(frame):
-    return fit_vertex(*(frame[c].to_numpy() for c in FIT_FIELDS))
+    return fit_tracks(frame)
 
 
 def test_the_fit_finds_the_vertex_of_exact_tracks():

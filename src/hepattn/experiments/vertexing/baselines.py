@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from hepattn.experiments.vertexing.fit import fit_vertex
+from hepattn.experiments.vertexing.fit import fit_tracks
 
 ASSIGN_SIGMA = 3.0  # a track joins the AMVF vertex nearest in z0 significance within this many sigma
 
@@ -61,26 +61,25 @@ def amvf(events: list[pd.DataFrame], seeder: str) -> list[Vertices]:
     for tracks, found in zip(events, find_vertices(events, seeder), strict=True):
         z = found.z.to_numpy()
         track_vertex = assign_by_z0(tracks, z)
-        frame = _frame(found.to_numpy(), sum_pt2(tracks, track_vertex, len(z)))
+        frame = vertex_frame(found.to_numpy(), sum_pt2(tracks, track_vertex, len(z)))
         out.append(Vertices(frame, track_vertex))
     return out
 
 
 def truth_fit(tracks: pd.DataFrame, track_truth: np.ndarray) -> Vertices:
-    """Each truth vertex fitted from its own tracks (``fit.fit_vertex``): the upper bound of any finder."""
+    """Each truth vertex fitted from its own tracks (``fit.fit_tracks``): the upper bound of any finder."""
     ids = np.unique(track_truth[track_truth > 0])
     positions = np.zeros((len(ids), 3))
     track_vertex = np.zeros(len(tracks), dtype=np.int64)
     for number, truth in enumerate(ids, start=1):
         rows = np.flatnonzero(track_truth == truth)
-        group = tracks.iloc[rows]
-        fields = ("d0", "z0", "phi", "theta", "cov_d0_d0", "cov_d0_z0", "cov_z0_z0")
-        positions[number - 1], _ = fit_vertex(*(group[f].to_numpy() for f in fields))
+        positions[number - 1], _ = fit_tracks(tracks.iloc[rows])
         track_vertex[rows] = number  # the truth assignment, outliers of the fit included
-    return Vertices(_frame(positions, sum_pt2(tracks, track_vertex, len(ids))), track_vertex)
+    return Vertices(vertex_frame(positions, sum_pt2(tracks, track_vertex, len(ids))), track_vertex)
 
 
-def _frame(xyz: np.ndarray, score: np.ndarray) -> pd.DataFrame:
+def vertex_frame(xyz: np.ndarray, score: np.ndarray) -> pd.DataFrame:
+    """The ``Vertices.vertices`` table of positions (V, 3) and scores (V,): vertex_id 1 .. V."""
     xyz = np.asarray(xyz, dtype=np.float64).reshape(-1, 3)
     return pd.DataFrame(
         {

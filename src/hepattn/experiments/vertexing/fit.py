@@ -11,10 +11,12 @@ uses too), so that tracks of displaced decays or of other collisions fade out in
 """
 
 import numpy as np
+import pandas as pd
 
 CHI2_CUT = 9.0  # where a track's weight is 1/2 at T = 1
 TEMPERATURES = (256.0, 64.0, 16.0, 4.0, 1.0, 1.0)
 BEAM_SPOT = 1.0  # mm: a weak prior on x and y, which two nearly collinear tracks barely fix
+FIT_FIELDS = ("d0", "z0", "phi", "theta", "cov_d0_d0", "cov_d0_z0", "cov_z0_z0")  # what the fit reads
 
 
 def fit_vertex(d0, z0, phi, theta, cov_d0_d0, cov_d0_z0, cov_z0_z0) -> tuple[np.ndarray, np.ndarray]:
@@ -40,3 +42,8 @@ def fit_vertex(d0, z0, phi, theta, cov_d0_d0, cov_d0_z0, cov_z0_z0) -> tuple[np.
         near, cut = np.exp(-chi2 / (2 * temperature)), np.exp(-CHI2_CUT / (2 * temperature))
         adaptive = near / (near + cut)
     return position, adaptive
+
+
+def fit_tracks(tracks: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """``fit_vertex`` of the rows of a tracks table (the ``tracks`` part's columns)."""
+    return fit_vertex(*(tracks[f].to_numpy() for f in FIT_FIELDS))

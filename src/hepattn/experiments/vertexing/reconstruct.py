@@ -5,7 +5,7 @@ tracks in their mask) are taken best first (validity x predicted mask IoU); each
 mask that no better candidate took, and is dropped when fewer than two remain or when it would keep less
 than ``min_kept`` of its mask (a duplicate; 0.3, chosen on the demo's validation events, where the model
 then makes as many vertices per event as AMVF: 46 at pile-up 60, against 42 with 0.5). A kept vertex's
-position is the fit of its tracks (``fit.fit_vertex``); its score, for the hard-scatter choice, is the
+position is the fit of its tracks (``fit.fit_tracks``); its score, for the hard-scatter choice, is the
 hard-scatter head's probability.
 """
 
@@ -15,13 +15,10 @@ import torch
 from tqdm import tqdm
 
 from hepattn.data.batch import collate
-from hepattn.experiments.vertexing.baselines import Vertices
+from hepattn.experiments.vertexing.baselines import Vertices, vertex_frame
 from hepattn.experiments.vertexing.dataset import event_inputs
 from hepattn.experiments.vertexing.events import VertexingEvent
-from hepattn.experiments.vertexing.fit import fit_vertex
-
-FIT_FIELDS = ("d0", "z0", "phi", "theta", "cov_d0_d0", "cov_d0_z0", "cov_z0_z0")
-
+from hepattn.experiments.vertexing.fit import fit_tracks
 
 MIN_KEPT = 0.3
 
@@ -69,12 +66,9 @@ def reconstruct(
 def _vertices(tracks: pd.DataFrame, owner: np.ndarray, hs: np.ndarray) -> Vertices:
     queries = np.unique(owner[owner >= 0])
     track_vertex = np.zeros(len(tracks), dtype=np.int64)
-    rows = []
+    positions = np.zeros((len(queries), 3))
     for number, q in enumerate(queries, start=1):
         members = np.flatnonzero(owner == q)
         track_vertex[members] = number
-        group = tracks.iloc[members]
-        position, _ = fit_vertex(*(group[f].to_numpy() for f in FIT_FIELDS))
-        rows.append((number, *position, float(hs[q])))
-    frame = pd.DataFrame(rows, columns=["vertex_id", "x", "y", "z", "score"])
-    return Vertices(frame.astype({"vertex_id": np.int64}), track_vertex)
+        positions[number - 1], _ = fit_tracks(tracks.iloc[members])
+    return Vertices(vertex_frame(positions, hs[queries].astype(np.float64)), track_vertex)
