@@ -407,7 +407,7 @@ def test_sectors_give_the_tracks_of_one_pass_when_the_margin_holds_them():
     rng = np.random.default_rng(7)
     centre = np.repeat(rng.uniform(-np.pi, np.pi, 60), 5)
     phi = np.angle(np.exp(1j * (centre + rng.uniform(-0.01, 0.01, 300))))
-    kept = {"hit_phi": phi, "hit_particle": np.repeat(np.arange(60), 5)}
+    kept = {"hit_phi": phi, "hit_particle": np.repeat(np.arange(60), 5), "hit_filter_prob": np.ones(300)}
     reco = TruthTracks(None, None, min_hits=3)
     whole, whole_tracks = reco.tracks(kept)
     owner, tracks = reco.sector_tracks(kept, phi_sectors(phi, 100, 40, 0.05))
@@ -416,6 +416,29 @@ def test_sectors_give_the_tracks_of_one_pass_when_the_margin_holds_them():
     assert len(np.unique(np.stack([owner, whole]), axis=1)[0]) == 60
     assert sorted(tracks["pt"][owner[::5]]) == sorted(whole_tracks["pt"])
     assert (tracks["pt"][owner] == kept["hit_particle"]).all()
+
+
+class SeedRegions(TruthTracks):
+    """Records the hits that may seed in each pass."""
+
+    def tracks(self, kept):
+        self.regions.append((kept["hit_phi"], kept["hit_filter_prob"], kept["hit_seed_region"]))
+        return super().tracks(kept)
+
+
+def test_in_sectors_only_sure_hits_of_the_core_and_its_seed_margin_seed():
+    rng = np.random.default_rng(8)
+    phi = rng.uniform(-np.pi, np.pi, 400)
+    kept = {"hit_phi": phi, "hit_particle": np.arange(400), "hit_filter_prob": rng.uniform(0, 1, 400)}
+    reco = SeedRegions(None, None, sector_seed_threshold=0.2, seed_margin=0.03)
+    reco.regions = []
+    sectors = phi_sectors(phi, 100, 50, 0.1)
+    reco.sector_tracks(kept, sectors)
+    for (start, width, _), (part_phi, prob, region) in zip(sectors, reco.regions, strict=True):
+        offset = np.mod(part_phi - start, 2 * np.pi)  # 0 .. width: the core
+        near = (offset < width + 0.03) | (offset > 2 * np.pi - 0.03)
+        np.testing.assert_array_equal(region, near & (prob >= 0.2))
+        assert (~near).any()  # the sector's margin holds hits that see but do not seed
 
 
 def test_a_seed_threshold_seeds_queries_on_the_sure_hits_only_and_changes_nothing_when_all_pass():

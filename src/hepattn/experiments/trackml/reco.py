@@ -158,6 +158,12 @@ class Reconstruction:
         sector_margin: hits within this many radians of a sector's core are given to it too (a track
             of pT 1 GeV turns by 0.06 rad between the beam line and the last pixel layer, so its hits lie
             within 0.03 rad of their mean phi, which decides the sector that keeps it).
+        seed_margin: of a sector's hits, only those of its core and this many radians on either side seed
+            queries (the tracks of 1 GeV and more that the sector keeps have their hits there); the rest
+            are seen and assigned. The decoder's cost grows with the queries, so the margins cost less.
+        sector_seed_threshold: in an event cut into sectors (far more hits than the demo's pile-up 20),
+            only hits with at least this filter probability seed (``seed_threshold`` applies too): a
+            real pile-up-200 event then takes 4-5 s instead of 11-13 s on 2 CPU cores (docs/trackml.md).
     """
 
     filter: MaskFormerModule
@@ -192,6 +198,8 @@ class Reconstruction:
     whole_hits: int = 16_000
     sector_hits: int = 3_000
     sector_margin: float = 0.08
+    seed_margin: float = 0.03
+    sector_seed_threshold: float = 0.2
 
     def __post_init__(self):
         if self.num_queries is not None:
@@ -289,18 +297,25 @@ class Reconstruction:
         return owner, {k: np.concatenate([v[strong], more[k]]) for k, v in tracks.items()}
 
     def tracker_inputs(self, kept: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
-        """The tracker's batch of the kept hits; with ``seed_threshold`` also which hits may seed."""
+        """The tracker's batch of the kept hits, and which of them may seed a query.
+
+        A hit seeds when its filter probability reaches ``seed_threshold`` and, in a sector, when it lies
+        in the sector's seed region (``hit_seed_region``); without either rule every hit seeds.
+        """
         batch = _inputs(self.tracker, kept)
         queries = self.tracker.model.queries
-        if not self.seed_threshold:
+        ok = np.ones(len(kept["hit_phi"]), dtype=bool)
+        if self.seed_threshold:
+            ok &= kept["hit_filter_prob"] >= self.seed_threshold
+        ok &= kept.get("hit_seed_region", True)
+        if ok.all() and not self.seed_threshold:
             if hasattr(queries, "seed_field"):
                 queries.seed_field = None
             return batch
         if not hasattr(queries, "seed_field"):
-            raise ValueError(f"seed_threshold needs SampledQueries, not {type(queries).__name__}")
+            raise ValueError(f"seed_threshold and sectors need SampledQueries, not {type(queries).__name__}")
         queries.seed_field = "hit_seed_ok"
-        ok = torch.from_numpy(kept["hit_filter_prob"] >= self.seed_threshold)
-        return batch | {"hit_seed_ok": ok[None].to(self.tracker.device)}
+        return batch | {"hit_seed_ok": torch.from_numpy(ok)[None].to(self.tracker.device)}
 
     def sector_tracks(
         self, kept: dict[str, np.ndarray], sectors: list[tuple[float, float, np.ndarray]]
@@ -314,6 +329,10 @@ class Reconstruction:
         found: list[dict[str, np.ndarray]] = []
         for start, width, hits in sectors:
             part = {k: (v[hits] if k.startswith("hit_") else v) for k, v in kept.items()}
+            # only sure hits near the core seed: the tracks of the others' seeds would be dropped below
+            around = np.mod(part["hit_phi"] - (start - self.seed_margin), 2 * np.pi)
+            sure = part["hit_filter_prob"] >= self.sector_seed_threshold
+            part["hit_seed_region"] = (around < width + 2 * self.seed_margin) & sure
             local, tracks = self.passes(part)
             on = local >= 0
             phi, size = part["hit_phi"][on], len(tracks["prob"])
