@@ -251,3 +251,11 @@ def test_mask_loss_keeps_no_float32_copy_for_backward(name):
         HAND_WRITTEN[name](logits, targets, valid, None).backward()
     assert [t.dtype for t in saved if t.shape == (B, Q, N)] == [torch.bfloat16, torch.bool]
     assert logits.grad.dtype == torch.bfloat16 and logits.grad.abs().sum() > 0
+
+
+def test_the_gaussian_nll_of_a_diagonal_covariance_is_the_sum_over_fields():
+    residual = torch.tensor([[[0.3, -1.2]]], dtype=torch.float64)
+    sigma = torch.tensor([0.5, 2.0], dtype=torch.float64)
+    cov = torch.diag(sigma**2)[None, None]
+    expected = (0.5 * (residual / sigma) ** 2 + sigma.log()).sum()
+    assert torch.isclose(losses.gaussian_nll_loss(residual, cov), expected)

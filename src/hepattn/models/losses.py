@@ -195,6 +195,19 @@ def l1_cost(pred: Tensor, target: Tensor) -> Tensor:
     return torch.cdist(pred.float(), target.float(), p=1) / pred.shape[-1]
 
 
+def gaussian_nll_loss(residual: Tensor, cov: Tensor, query_valid: Tensor | None = None) -> Tensor:
+    """Gaussian negative log-likelihood of (B, Q, F) residuals under (B, Q, F, F) predicted covariances.
+
+    ``(r^T C^-1 r + log det C) / 2`` per query (the constant dropped), averaged over contributing queries:
+    a head that predicts its own uncertainty (Kendall and Gal, arXiv 1703.04977). Computed in the dtype
+    given (float64 for covariances of um-sized residuals).
+    """
+    chol = torch.linalg.cholesky(cov)
+    whitened = torch.linalg.solve_triangular(chol, residual[..., None], upper=False)[..., 0]
+    log_det = 2 * torch.diagonal(chol, dim1=-2, dim2=-1).log().sum(-1)
+    return _masked_mean(0.5 * (whitened.square().sum(-1) + log_det), query_valid)
+
+
 def cross_entropy_loss(logits: Tensor, labels: Tensor, class_weights: Tensor | None = None) -> Tensor:
     """Class-weighted cross-entropy of (M, C) logits against (M,) labels; 0 (with grad) when M = 0.
 
