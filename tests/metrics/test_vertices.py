@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from hepattn.metrics.vertices import VertexEvent, binned_efficiency, match_event, summarize
+from hepattn.metrics.vertices import VertexEvent, binned_efficiency, binned_resolution, match_event, summarize
 
 
 def _event(track_true, track_reco, true_z, reco_z, reco_score=None):
@@ -66,3 +66,17 @@ def test_binned_efficiency_counts_truth_vertices_per_bin():
     binned = binned_efficiency([t for _, t in tables], "ntracks", [0, 3, 10])
     assert list(binned["count"]) == [1, 1]
     assert list(binned["rate"]) == [1.0, 0.0]
+
+
+def test_binned_resolution_is_the_core_width_of_the_z_residuals_in_each_bin():
+    # event 1: vertices of 3 tracks 0.1 mm and 0.3 mm off (two of them: width 0.1), one of 2 tracks exact
+    first = _event([1, 1, 1, 2, 2, 2, 3, 3], [1, 1, 1, 2, 2, 2, 3, 3], [0.0, 5.0, 9.0], [0.1, 5.3, 9.0])
+    # event 2: a vertex of 2 tracks not found (its tracks unassigned): it is in no bin's width
+    second = _event([1, 1], [0, 0], [1.0], [])
+    tables = [match_event(first), match_event(second)]
+    binned = binned_resolution([r for r, _ in tables], [t for _, t in tables], "ntracks", [2, 3, 10])
+    assert list(binned["count"]) == [1, 2]
+    assert binned["width"][0] == pytest.approx(0.0)
+    assert binned["width"][1] == pytest.approx(
+        0.5 * (np.quantile([0.1, 0.3], 0.84) - np.quantile([0.1, 0.3], 0.16))
+    )

@@ -147,6 +147,27 @@ def binned_efficiency(trues: list[pd.DataFrame], by: str, edges) -> dict[str, np
     return {"centre": (edges[1:] + edges[:-1]) / 2, "rate": rate, "error": error, "count": total}
 
 
+def binned_resolution(
+    recos: list[pd.DataFrame], trues: list[pd.DataFrame], by: str, edges
+) -> dict[str, np.ndarray]:
+    """Core width of the z residual of matched truth vertices in bins of ``by`` ("ntracks", "nvertices").
+
+    Returns centres, width (mm; NaN for an empty bin) and count per bin.
+    """
+    values, residual = [], []
+    for reco, true in zip(recos, trues, strict=True):
+        found = true[true.match > 0]
+        values.append(found[by].to_numpy())
+        residual.append(reco.set_index("id").loc[found.match].z.to_numpy() - found.z.to_numpy())
+    values = np.concatenate(values) if values else np.zeros(0)
+    residual = np.concatenate(residual) if residual else np.zeros(0)
+    edges = np.asarray(edges, dtype=np.float64)
+    index = np.digitize(values, edges) - 1
+    widths = [residual_summary(residual[index == i])["width"] for i in range(len(edges) - 1)]
+    count = np.bincount(index[(index >= 0) & (index < len(edges) - 1)], minlength=len(edges) - 1)
+    return {"centre": (edges[1:] + edges[:-1]) / 2, "width": np.array(widths), "count": count}
+
+
 def matched_residuals(recos: list[pd.DataFrame], trues: list[pd.DataFrame]) -> dict[str, np.ndarray]:
     """Reco minus true x, y and z of every truth vertex with a match (``match_event`` tables), mm."""
     parts = {c: [] for c in "xyz"}
