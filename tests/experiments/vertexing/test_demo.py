@@ -39,9 +39,18 @@ def test_the_demo_writes_metrics_report_plots_and_each_methods_files(toy_demo):
         assert metrics[method]["num_test_events"] == 2 and metrics[method]["pileup"] == 5
         assert "hs_selection_efficiency" in metrics[method] and "hs_z_resolution_mm" in metrics[method]
     assert metrics["amvf"]["seeder"] in ("gaussian", "grid")
+    # only the model predicts an uncertainty: its pulls are scored, and its vertices.csv carries sigma_z
+    assert "z_pull_width" in metrics["model"] and "z_pull_width" not in metrics["amvf"]
+    assert "sigma_z" in (toy_demo / "model" / "vertices.csv").read_text().splitlines()[0]
     assert "model_ms_per_event" in metrics["timing"]
     assert (toy_demo / "report.md").read_text().count("| efficiency |") == 1
-    for name in ("efficiency_vs_ntracks.png", "efficiency_vs_nvertices.png", "z_residuals.png"):
+    for name in (
+        "efficiency_vs_ntracks.png",
+        "efficiency_vs_nvertices.png",
+        "z_residuals.png",
+        "z_resolution_vs_ntracks.png",
+        "z_resolution_vs_nvertices.png",
+    ):
         assert (toy_demo / name).stat().st_size > 0
     for method in ("model", "amvf_gaussian", "amvf_grid", "truth_fit"):
         assert (toy_demo / method / "vertices.csv").is_file()

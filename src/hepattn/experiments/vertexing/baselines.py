@@ -19,7 +19,7 @@ ASSIGN_SIGMA = 3.0  # a track joins the AMVF vertex nearest in z0 significance w
 class Vertices:
     """One method's vertices of one event and the vertex of each track (0: none)."""
 
-    vertices: pd.DataFrame  # vertex_id, x, y, z, score
+    vertices: pd.DataFrame  # vertex_id, x, y, z, score (and sigma_x, sigma_y, sigma_z where predicted)
     track_vertex: np.ndarray  # (T,)
 
 
@@ -78,10 +78,13 @@ def truth_fit(tracks: pd.DataFrame, track_truth: np.ndarray) -> Vertices:
     return Vertices(vertex_frame(positions, sum_pt2(tracks, track_vertex, len(ids))), track_vertex)
 
 
-def vertex_frame(xyz: np.ndarray, score: np.ndarray) -> pd.DataFrame:
-    """The ``Vertices.vertices`` table of positions (V, 3) and scores (V,): vertex_id 1 .. V."""
+def vertex_frame(xyz: np.ndarray, score: np.ndarray, sigma: np.ndarray | None = None) -> pd.DataFrame:
+    """The ``Vertices.vertices`` table of positions (V, 3) and scores (V,): vertex_id 1 .. V.
+
+    ``sigma``: (V, 3) predicted uncertainties of x, y, z (mm), as ``sigma_x``, ``sigma_y``, ``sigma_z``.
+    """
     xyz = np.asarray(xyz, dtype=np.float64).reshape(-1, 3)
-    return pd.DataFrame(
+    frame = pd.DataFrame(
         {
             "vertex_id": np.arange(1, len(xyz) + 1),
             "x": xyz[:, 0],
@@ -90,3 +93,6 @@ def vertex_frame(xyz: np.ndarray, score: np.ndarray) -> pd.DataFrame:
             "score": score,
         }
     )
+    if sigma is not None:
+        frame[["sigma_x", "sigma_y", "sigma_z"]] = np.asarray(sigma, dtype=np.float64).reshape(-1, 3)
+    return frame

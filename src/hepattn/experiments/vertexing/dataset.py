@@ -4,7 +4,9 @@ Track fields (the config's input network picks among them):
 - ``z0``: z0 / 100 mm; ``z0_mm``: z0 in mm, for a Fourier encoding that resolves 0.1 mm;
 - ``d0``: asinh(d0 / 0.05 mm) (prompt tracks within a few tens of um, displaced ones compressed);
 - ``log_sigma_z0``, ``log_sigma_d0``: log10 of the uncertainties in mm;
-- ``phi``, ``eta``, ``log_pt`` (log10 GeV), ``q``.
+- ``phi``, ``eta``, ``log_pt`` (log10 GeV), ``q``;
+- ``fit_{d0,z0,phi,theta,cov_d0_d0,cov_d0_z0,cov_z0_z0}``: the perigee as fitted (mm, radians; float64),
+  which no input network reads: the position head fits vertices to them (``position``).
 Objects: the truth vertices (``truth.truth_vertices``) with x, y, z (mm) and ``hs`` (1: hard scatter), and
 ``vertex_track_valid``, the tracks of each.
 """
@@ -19,6 +21,7 @@ from tqdm import tqdm
 
 from hepattn.experiments.vertexing.baselines import track_pt
 from hepattn.experiments.vertexing.events import VertexingEvent, read_events
+from hepattn.experiments.vertexing.position import FIT_FIELDS
 from hepattn.experiments.vertexing.truth import HARD_SCATTER
 
 TRACK_FIELDS = ("z0", "z0_mm", "d0", "log_sigma_z0", "log_sigma_d0", "phi", "eta", "log_pt", "q")
@@ -60,6 +63,8 @@ def event_inputs(event: VertexingEvent, seed_weight_cap: float = 1.0) -> dict[st
                 f"qop={tracks.qop.iloc[row]})"
             )
     out = {f"track_{k}": torch.from_numpy(v) for k, v in fields.items()}
+    for name in FIT_FIELDS:  # the perigee as fitted, float64, for the position head's vertex fit
+        out[f"track_fit_{name}"] = torch.from_numpy(tracks[name].to_numpy(np.float64, copy=True))
     out["track_valid"] = torch.ones(len(tracks), dtype=torch.bool)
     out["track_index"] = torch.from_numpy(order.astype(np.int64))
     truth = event.truth

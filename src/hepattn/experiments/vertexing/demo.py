@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from hepattn.experiments.vertexing import baselines
-from hepattn.experiments.vertexing.evaluate import plot_efficiency, plot_residuals, score
+from hepattn.experiments.vertexing.evaluate import plot_binned, plot_residuals, score, z_pulls
 from hepattn.experiments.vertexing.events import read_events
 from hepattn.experiments.vertexing.outputs import write_method
 from hepattn.experiments.vertexing.reconstruct import reconstruct
@@ -50,8 +50,8 @@ class VertexingSettings:
 
 
 QUICK = VertexingSettings()
-# not yet run: at pile-up 200 an event has about 3.5 times the tracks (docs/vertexing.md)
-LONG = VertexingSettings(pileup=200.0, train_events=400, steps=6000)
+# at pile-up 200 an event has about 3.3 times the tracks, and a training step takes about 3 times as long
+LONG = VertexingSettings(pileup=200.0, train_events=400, steps=4000)
 
 
 def simulate_splits(out: Path, s: VertexingSettings, detectors: Path | None) -> None:
@@ -101,8 +101,9 @@ def run_demo(out: str | Path, s: VertexingSettings = QUICK, detectors: Path | No
     for method, found in results.items():
         write_method(out / method, events, found)
         figures[method], matched[method] = score(events, found)
+        figures[method] |= z_pulls(found, matched[method])
     best = max(SEEDERS, key=lambda k: figures[f"amvf_{k}"]["efficiency"])
-    plots = [*plot_efficiency(matched, out), plot_residuals(matched, out)]
+    plots = [*plot_binned(matched, out), plot_residuals(matched, out)]
     common = {"num_test_events": len(events), "pileup": s.pileup, "sigma_z_mm": s.sigma_z}
     metrics = {
         "model": figures["model"] | common,

@@ -14,9 +14,11 @@ import pandas as pd
 from hepattn.experiments.vertexing.baselines import Vertices
 from hepattn.experiments.vertexing.events import VertexingEvent
 from hepattn.experiments.vertexing.truth import HARD_SCATTER
+from hepattn.metrics.regression import residual_summary
 from hepattn.metrics.vertices import (
     VertexEvent,
     binned_efficiency,
+    binned_resolution,
     hard_scatter_residuals,
     match_event,
     matched_residuals,
@@ -53,29 +55,59 @@ def score(events: list[VertexingEvent], results: list[Vertices]) -> tuple[dict, 
     return summarize([r for r, _ in matched], [t for _, t in matched]), matched
 
 
-def plot_efficiency(matched: dict[str, list], out: Path) -> list[Path]:
-    """Efficiency versus the tracks of a truth vertex and versus the truth vertices of its event."""
+def z_pulls(results: list[Vertices], matched: list) -> dict[str, float]:
+    """How well a method's predicted ``sigma_z`` describes its z residuals, over the matched vertices.
+
+    The pull is (z - z_true) / sigma_z; a calibrated uncertainty gives a core width (half the 16-84%
+    range) of 1. Empty for a method that predicts no uncertainty.
+    """
+    pulls = []
+    for result, (_, true) in zip(results, matched, strict=True):
+        if "sigma_z" not in result.vertices:
+            return {}
+        found = true[true.match > 0]
+        reco = result.vertices.set_index("vertex_id").loc[found.match]
+        pulls.append((reco.z.to_numpy() - found.z.to_numpy()) / reco.sigma_z.to_numpy())
+    summary = residual_summary(np.concatenate(pulls) if pulls else np.zeros(0))
+    return {"z_pull_width": summary["width"], "z_pull_median": summary["median"]}
+
+
+def plot_binned(matched: dict[str, list], out: Path) -> list[Path]:
+    """Efficiency and z resolution versus the tracks of a truth vertex and the truth vertices of its event."""
     paths = []
     all_true = [t for tabs in matched.values() for _, t in tabs]
     most = int(max((t.nvertices.max() for t in all_true), default=10))
     nvertex_edges = np.unique(np.linspace(0, most + 1, 8).round())
-    for by, edges, label in (
-        ("ntracks", NTRACK_EDGES, "fitted tracks of the truth vertex"),
-        ("nvertices", nvertex_edges, "truth vertices in the event"),
+    for (by, edges, label), figure_of in itertools.product(
+        (
+            ("ntracks", NTRACK_EDGES, "fitted tracks of the truth vertex"),
+            ("nvertices", nvertex_edges, "truth vertices in the event"),
+        ),
+        ("efficiency", "z_resolution"),
     ):
         names = [_bin_name(lo, hi) for lo, hi in itertools.pairwise(edges)]
         figure, axis = plt.subplots(figsize=(6, 4))
         for shift, (method, tabs) in enumerate(matched.items()):
-            b = binned_efficiency([t for _, t in tabs], by, edges)
             x = np.arange(len(names)) + 0.08 * (shift - (len(matched) - 1) / 2)
-            axis.errorbar(x, b["rate"], yerr=b["error"], marker="o", capsize=2, linestyle="", label=method)
+            if figure_of == "efficiency":
+                b = binned_efficiency([t for _, t in tabs], by, edges)
+                axis.errorbar(
+                    x, b["rate"], yerr=b["error"], marker="o", capsize=2, linestyle="", label=method
+                )
+            else:
+                b = binned_resolution([r for r, _ in tabs], [t for _, t in tabs], by, edges)
+                axis.plot(x, 1000 * b["width"], marker="o", linestyle="", label=method)
         axis.set_xticks(np.arange(len(names)), names)
         axis.set_xlabel(label)
-        axis.set_ylabel("vertex efficiency (clean or merged match)")
-        axis.set_ylim(0, 1.05)
+        if figure_of == "efficiency":
+            axis.set_ylabel("vertex efficiency (clean or merged match)")
+            axis.set_ylim(0, 1.05)
+        else:
+            axis.set_ylabel("z resolution of matched vertices, core [um]")
+            axis.set_yscale("log")
         axis.grid(alpha=0.3)
         axis.legend()
-        path = out / f"efficiency_vs_{by}.png"
+        path = out / f"{figure_of}_vs_{by}.png"
         figure.tight_layout()
         figure.savefig(path, dpi=120)
         plt.close(figure)

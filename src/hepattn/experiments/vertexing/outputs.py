@@ -1,7 +1,8 @@
 """The files a physicist checks: per method, ``vertices.csv`` and ``track_vertex.csv`` over the test events.
 
 - ``vertices.csv``: event_id, vertex_id (from 1 in each event), x, y, z (mm), score (the hard-scatter
-  choice is the highest score of the event);
+  choice is the highest score of the event); the model's also sigma_x, sigma_y, sigma_z (mm), the
+  uncertainties its position head predicts;
 - ``track_vertex.csv``: event_id, track_id (the ``tracks`` part's), vertex_id (0: unassigned).
 
 Numbers are written with 9 significant digits: scored from the files, the figures are those of
@@ -23,7 +24,8 @@ def write_method(folder: str | Path, events: list[VertexingEvent], results: list
     folder.mkdir(parents=True, exist_ok=True)
     pairs = list(zip(events, results, strict=True))
     vertices = pd.concat([r.vertices.assign(event_id=e.event_id) for e, r in pairs], ignore_index=True)
-    vertices = vertices[["event_id", "vertex_id", "x", "y", "z", "score"]]
+    columns = ["event_id", "vertex_id", "x", "y", "z", "score"]
+    vertices = vertices[columns + [c for c in ("sigma_x", "sigma_y", "sigma_z") if c in vertices]]
     links = pd.concat(
         [
             pd.DataFrame({"event_id": e.event_id, "track_id": e.tracks.track_id, "vertex_id": r.track_vertex})

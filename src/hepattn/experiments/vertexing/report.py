@@ -15,6 +15,7 @@ ROWS = (
     ("hs_selection_efficiency", "hard scatter selected", "{:.1%}"),
     ("hs_z_resolution_mm", "hard-scatter z resolution (um)", "{:.1f}", 1000),
     ("vertices_per_event", "vertices per event", "{:.1f}"),
+    ("z_pull_width", "z pull width, core (1: sigma_z calibrated)", "{:.2f}"),
 )
 METHODS = ("model", "amvf_gaussian", "amvf_grid", "truth_fit")
 
@@ -24,7 +25,12 @@ def summary_table(metrics: dict) -> str:
     methods = [m for m in METHODS if m in metrics]
     lines = ["| | " + " | ".join(methods) + " |", "|---" * (len(methods) + 1) + "|"]
     for key, label, fmt, *scale in ROWS:
-        cells = [fmt.format(metrics[m][key] * (scale[0] if scale else 1)) for m in methods]
+        if not any(key in metrics[m] for m in methods):
+            continue
+        cells = [
+            fmt.format(metrics[m][key] * (scale[0] if scale else 1)) if key in metrics[m] else "-"
+            for m in methods
+        ]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
