@@ -3,7 +3,13 @@
 import numpy as np
 import torch
 
-from hepattn.experiments.vertexing.position import FIT_FIELDS, VertexPositionTask, fit_arrays
+from hepattn.experiments.vertexing.position import (
+    FIT_FIELDS,
+    VertexPositionTask,
+    as_float64,
+    linearised,
+    weighted_fit,
+)
 from hepattn.models.losses import gaussian_nll_loss
 
 
@@ -19,6 +25,13 @@ def _tracks(vertex, n, sigma, rng):
         "cov_d0_z0": 0 * cov,
         "cov_z0_z0": cov,
     }
+
+
+def fit_arrays(fields, weight):
+    """``weighted_fit`` of one set of tracks (numpy fields) with weights (N,): v (3,), C (3, 3)."""
+    m, a, inverse = linearised({k: as_float64(v) for k, v in fields.items()})
+    position, cov = weighted_fit(m, a, inverse, as_float64(weight)[None])
+    return position[0].numpy(), cov[0].numpy()
 
 
 def test_the_predicted_uncertainty_is_the_spread_of_the_fitted_position():

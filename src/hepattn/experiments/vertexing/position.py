@@ -69,13 +69,6 @@ def as_float64(values) -> Tensor:
     return torch.tensor(np.asarray(values), dtype=torch.float64)
 
 
-def fit_arrays(fields: dict[str, np.ndarray], weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``weighted_fit`` of one set of N tracks (numpy ``FIT_FIELDS``) with weights (N,): v (3,), C (3, 3)."""
-    m, a, inverse = linearised({k: as_float64(v) for k, v in fields.items()})
-    position, cov = weighted_fit(m, a, inverse, as_float64(weight)[None])
-    return position[0].numpy(), cov[0].numpy()
-
-
 class VertexPositionTask(ObjectTask):
     """Each query's vertex (x, y, z) in mm and its covariance: the fit of the tracks it weighs.
 

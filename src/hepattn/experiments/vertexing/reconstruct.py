@@ -41,20 +41,20 @@ def select(valid: np.ndarray, quality: np.ndarray, mask: np.ndarray, min_kept: f
 
 @torch.no_grad()
 def reconstruct(
-    model, events: list[VertexingEvent], names_given: dict[str, str] | None = None, min_kept: float = MIN_KEPT
+    model, events: list[VertexingEvent], names: dict[str, str] | None = None, min_kept: float = MIN_KEPT
 ) -> list[Vertices]:
     """Run a trained ``MaskFormer`` (eval mode) on each event and turn its outputs into ``Vertices``.
 
-    ``names_given``: the task names of the config (valid, mask, hard-scatter, position), default
+    ``names``: the task names of the config (valid, mask, hard-scatter, position), default
     ``vertex_valid``, ``vertex_track``, ``vertex_hs`` and ``vertex_position``.
     """
-    names = {
+    defaults = {
         "valid": "vertex_valid",
         "mask": "vertex_track",
         "hs": "vertex_hs",
         "position": "vertex_position",
     }
-    names |= names_given or {}
+    names = defaults | (names or {})
     out = []
     for event in tqdm(events, desc="reconstruct", unit="event"):
         inputs = event_inputs(event)
